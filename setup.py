@@ -1,0 +1,43 @@
+"""mathft-jax: fine-tuning open decoder LLMs for competition math (Liu et al. 2023) in JAX."""
+import setuptools
+
+# Versions are bounded to the minor releases the test suite runs against: JAX, Flax and Orbax move fast.
+CORE = [
+    "jax>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "gin-config>=0.5.0",
+    "numpy>=2.0",
+    "safetensors>=0.8.0",
+    "sympy>=1.14",
+]
+DATA = [
+    "seqio>=0.0.20",
+    "tensorflow-datasets>=4.9.10",
+    "tokenizers>=0.23",
+    "sentencepiece>=0.2.0",
+]
+TEST = [
+    # torch must be the CPU wheel on disk: `make` installs torch==2.13.0 before this list.
+    "torch==2.13.0",
+    "transformers>=5.24,<6",
+    "pytest>=9.0",
+]
+
+setuptools.setup(
+    name="mathft_jax",
+    version="0.1.0",
+    description="Solution, evaluator and multi-task sequential fine-tuning of decoder LLMs for MATH, in JAX.",
+    packages=setuptools.find_packages(include=["mathft_jax", "mathft_jax.*"]),
+    package_data={"mathft_jax": ["data/*.txt"]},
+    python_requires=">=3.10",
+    install_requires=CORE + DATA,
+    extras_require={"test": TEST},
+    entry_points={
+        "console_scripts": [
+            "mathft-import-hf=mathft_jax.models.convert:main",
+            "mathft-demo=mathft_jax.demo:main",
+        ],
+    },
+)
