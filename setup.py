@@ -11,6 +11,7 @@ CORE = [
     "numpy>=2.0",
     "safetensors>=0.8.0",
     "sympy>=1.14",
+    "latex2sympy2_extended>=1.11,<2",  # LaTeX -> sympy through an ANTLR grammar: never evals the text
 ]
 DATA = [
     "seqio>=0.0.20",
@@ -23,6 +24,7 @@ TEST = [
     "torch==2.13.0",
     "transformers>=5.24,<6",
     "pytest>=9.0",
+    "math-verify>=0.9",  # the peer in benchmarks/grading_throughput.py
 ]
 
 setuptools.setup(

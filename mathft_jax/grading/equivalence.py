@@ -1,0 +1,192 @@
+"""Answer equivalence, canonical keys and clustering.
+
+`is_equivalent(a, b)`: equal normalized strings, else equal structure (tuples/intervals ordered, sets and
+"1, 2" lists unordered) whose scalars are equal: same canonical key, or (both parseable) numerically equal
+constants, or a symbolic identity (time-bounded, see `symbolic`).
+
+`cluster(answers)` groups N answers in near-linear time: answers are hashed on a canonical key (normalized
+string; exact rationals as "n:p/q"; sympy's canonical form for parseable expressions, which already merges
+`\\sqrt{8}` with `2\\sqrt{2}`), constants are merged by sorting on their numeric value, and only the remaining
+distinct symbolic keys are checked pairwise (bounded by `max_pair_checks`).
+"""
+import dataclasses
+import re
+from functools import lru_cache
+from typing import Optional, Sequence
+
+import sympy
+
+from mathft_jax.grading import symbolic
+from mathft_jax.grading.extract import extract_answer
+from mathft_jax.grading.normalize import normalize, structure
+
+_DECIMAL = re.compile(r"-?\d+(\.\d+)?")
+_FRACTION = re.compile(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scalar:
+  """One scalar answer: text (normalized), key (hashable canonical form), parsed sympy object or None."""
+  text: str
+  key: str
+  expr: object = None
+  value: Optional[complex] = None  # numeric value when the scalar is a constant
+
+  @property
+  def numeric(self) -> bool:
+    return self.key.startswith("n:")
+
+
+def _rational_key(r: sympy.Rational) -> str:
+  return f"n:{r.p}/{r.q}"
+
+
+@lru_cache(maxsize=200_000)
+def scalar(text: str, use_sympy: bool = True) -> Scalar:
+  """Canonical form of one normalized scalar answer (huge numbers are compared as strings only)."""
+  if _DECIMAL.fullmatch(text) and len(text) <= symbolic.MAX_DIGITS:
+    r = sympy.Rational(text)
+    return Scalar(text, _rational_key(r), r, complex(r))
+  m = _FRACTION.fullmatch(text)
+  if m and int(m.group(3)) != 0 and len(text) < 60:
+    r = sympy.Rational(int(m.group(2)), int(m.group(3))) * (-1 if m.group(1) else 1)
+    return Scalar(text, _rational_key(r), r, complex(r))
+  expr = symbolic.parse_latex(text) if use_sympy else None
+  if expr is None:
+    word = text.lower() if re.fullmatch(r"[A-Za-z]{2,}", text) else text
+    return Scalar(text, "s:" + word)
+  if isinstance(expr, sympy.Float):
+    expr = sympy.Rational(str(expr))
+  if isinstance(expr, sympy.Rational):
+    return Scalar(text, _rational_key(expr), expr, complex(expr))
+  return Scalar(text, "x:" + str(expr), expr, symbolic.constant_value(expr))
+
+
+def _key(node, use_sympy: bool) -> str:
+  kind = node[0]
+  if kind == "scalar":
+    return scalar(node[1], use_sympy).key
+  if kind == "seq":
+    return node[1] + ",".join(_key(n, use_sympy) for n in node[3]) + node[2]
+  inner = ",".join(sorted(_key(n, use_sympy) for n in node[-1]))
+  return {"set": "{%s}", "list": "{%s}", "union": "U(%s)"}[kind] % inner
+
+
+def answer_key(answer: Optional[str], use_sympy: bool = True) -> Optional[str]:
+  """Hashable canonical key of an answer (None for no answer): equal keys imply equivalent answers."""
+  text = normalize(answer)
+  return _key(structure(text), use_sympy) if text else None
+
+
+def _scalars_equal(a: Scalar, b: Scalar, seconds: float) -> bool:
+  if a.key == b.key:
+    return True
+  if a.numeric and b.numeric or a.expr is None or b.expr is None:
+    return False
+  if a.value is not None and b.value is not None:
+    return abs(a.value - b.value) <= 1e-9 * max(1.0, abs(a.value), abs(b.value))
+  return symbolic.symbolic_equal(a.expr, b.expr, seconds)
+
+
+def _unordered_equal(xs, ys, seconds) -> bool:
+  if len(xs) != len(ys):
+    return False
+  unused = list(ys)
+  for x in xs:
+    match = next((i for i, y in enumerate(unused) if _nodes_equal(x, y, seconds)), None)
+    if match is None:
+      return False
+    unused.pop(match)
+  return True
+
+
+def _nodes_equal(x, y, seconds: float) -> bool:
+  unordered = {"set", "list"}
+  if x[0] == "scalar" and y[0] == "scalar":
+    return _scalars_equal(scalar(x[1]), scalar(y[1]), seconds)
+  if x[0] == "seq" and y[0] == "seq":
+    return (x[1:3] == y[1:3] and len(x[3]) == len(y[3])
+            and all(_nodes_equal(a, b, seconds) for a, b in zip(x[3], y[3])))
+  if x[0] in unordered and y[0] in unordered or x[0] == y[0] == "union":
+    return _unordered_equal(x[-1], y[-1], seconds)
+  return False
+
+
+def is_equivalent(a: Optional[str], b: Optional[str], seconds: float = 2.0) -> bool:
+  """Whether two answers (LaTeX strings, e.g. a model's and the reference) are mathematically equal."""
+  na, nb = normalize(a), normalize(b)
+  if not na or not nb:
+    return False
+  if na == nb:
+    return True
+  return _nodes_equal(structure(na), structure(nb), seconds)
+
+
+def grade(text: Optional[str], reference: str, seconds: float = 2.0) -> bool:
+  """Whether the final answer of a solution text equals the reference answer."""
+  return is_equivalent(extract_answer(text), reference, seconds)
+
+
+class _UnionFind:
+
+  def __init__(self, n: int):
+    self.parent = list(range(n))
+
+  def find(self, i: int) -> int:
+    while self.parent[i] != i:
+      self.parent[i] = self.parent[self.parent[i]]
+      i = self.parent[i]
+    return i
+
+  def union(self, i: int, j: int) -> None:
+    i, j = self.find(i), self.find(j)
+    if i != j:
+      self.parent[max(i, j)] = min(i, j)
+
+
+def cluster(answers: Sequence[Optional[str]], max_pair_checks: int = 200, seconds: float = 1.0,
+            use_sympy: bool = True) -> list[int]:
+  """Cluster ids for N answers: 0, 1, ... in order of first appearance; -1 for no answer."""
+  keys = [answer_key(a, use_sympy) for a in answers]
+  distinct: dict[str, int] = {}
+  reps = []
+  for a, k in zip(answers, keys):
+    if k is not None and k not in distinct:
+      distinct[k] = len(reps)
+      reps.append(structure(normalize(a)))
+  groups = _UnionFind(len(reps))
+  if use_sympy:
+    # Constants: merge neighbours in value order (near-linear).
+    constants = []
+    others = []
+    for i, node in enumerate(reps):
+      s = scalar(node[1]) if node[0] == "scalar" else None
+      if s is not None and s.value is not None:
+        constants.append((s.value.real, s.value.imag, i))
+      elif not (s is not None and s.key.startswith("s:")):
+        others.append(i)
+    constants.sort()
+    for (re1, im1, i), (re2, im2, j) in zip(constants, constants[1:]):
+      if abs(complex(re1, im1) - complex(re2, im2)) <= 1e-9 * max(1.0, abs(complex(re1, im1))):
+        groups.union(i, j)
+    # Symbolic expressions and structures: bounded pairwise checks.
+    checks = 0
+    for x in range(len(others)):
+      for y in range(x + 1, len(others)):
+        i, j = others[x], others[y]
+        if groups.find(i) == groups.find(j):
+          continue
+        if checks >= max_pair_checks:
+          break
+        checks += 1
+        if _nodes_equal(reps[i], reps[j], seconds):
+          groups.union(i, j)
+  root_to_id: dict[int, int] = {}
+  ids = []
+  for k in keys:
+    if k is None:
+      ids.append(-1)
+      continue
+    root = groups.find(distinct[k])
+    ids.append(root_to_id.setdefault(root, len(root_to_id)))
+  return ids

@@ -1,0 +1,167 @@
+"""Grading: extraction, normalization, equivalence, clustering, hostile input, batch grading."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mathft_jax.grading import answer_key, cluster, extract_answer, grade, is_equivalent
+from mathft_jax.grading.batch import CandidateFileError, grade_file, grade_problem, grade_problems
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "math")
+
+# Rewritten-but-equal answers: (model answer, reference), each judged equivalent.
+EQUAL = [
+    (r"\frac34", "0.75"), (r"\dfrac34", r"\frac{3}{4}"), (r"\tfrac{3}{4}", r"\frac34"), ("0.5", r"\frac12"),
+    (r"\left( 1, 2 \right)", "(1,2)"), (r"2\sqrt{2}", r"\sqrt{8}"), ("x = 5", "5"), (r"10\%", "10"),
+    (r"\$1,000", "1000"), ("1{,}000", "1000"), (r"2\frac12", r"\frac52"), (r"-2\frac{1}{2}", "-2.5"),
+    (r"\{1,2\}", r"\{2,1\}"), ("1, 2", "2,1"), ("x^2+2x+1", "(x+1)^2"), (r"90^\circ", "90"), (r"90^{\circ}", "90"),
+    (r"5\text{ cm}", "5"), (r"12 \mbox{ inches}", "12"), ("12 inches", "12"), (r"\text{Monday}", "monday"),
+    ("5.", "5"), ("-3", "- 3"), (r"\frac{\sqrt{3}}{2}", r"\frac{1}{2}\sqrt3"), (".5", r"\frac{1}{2}"),
+    (r"(-\infty, 3) \cup (3, \infty)", r"(-\infty,3)\cup(3,\infty)"), ("y=2x+3", "2x+3"), (r"\pi", r"\pi"),
+    (r"\frac{\pi}{2}", r"\frac12\pi"), (r"\begin{pmatrix} 2 \\ 4 \end{pmatrix}", r"\begin{pmatrix}2\\2+2\end{pmatrix}"),
+    (r"\text{(C)}", "C"), ("−7", "-7"), (r"\sqrt2/2", r"\frac{\sqrt{2}}{2}"), ("2^{10}", "1024"),
+    ("3x+2y=6", "6-2y-3x=0"),
+    ("x^{4}+4x^{3}+6x^{2}+4x+1+y^{4}+4y^{3}+6y^{2}+4y+1+z^{4}+4z^{3}+6z^{2}+4z+1", "(x+1)^4+(y+1)^4+(z+1)^4"), (r"\boxed{4}", "4"), (r"\dfrac{-1}{3}", r"-\frac{1}{3}"), ("1.50", "1.5"),
+]
+# Near misses: (model answer, reference), each judged NOT equivalent.
+DIFFERENT = [
+    ("(2,1)", "(3,1)"), ("(1,2)", "(2,1)"), ("[1,2)", "[1,2]"), (r"\pi", "3.14"), ("0.333", r"\frac13"),
+    (r"\frac{3}{4}", r"\frac{4}{3}"), ("x^2+1", "(x+1)^2"), (r"\{1,2\}", r"\{1,2,3\}"), ("1, 2", "(1,2)"),
+    (r"2\sqrt{2}", r"\sqrt{2}"), ("5", "-5"), (r"\text{Monday}", r"\text{Tuesday}"), ("", "5"), ("5", ""),
+    ("1000", "100"), ("1" * 5000, "1" * 4999 + "2"), (r"9^{9^{9^{9}}}", r"9^{9^{9^{8}}}"), ("x+1", "x+2"), ("12", "12.001"),
+]
+
+
+@pytest.mark.parametrize("answer,reference", EQUAL)
+def test_rewritten_answers_are_equal(answer, reference):
+  assert is_equivalent(answer, reference) and is_equivalent(reference, answer)
+
+
+@pytest.mark.parametrize("answer,reference", DIFFERENT)
+def test_near_misses_are_different(answer, reference):
+  assert not is_equivalent(answer, reference) and not is_equivalent(reference, answer)
+
+
+@pytest.mark.parametrize("text,expected", [
+    (r"so $\boxed{\frac{1}{2}}$.", r"\frac{1}{2}"),
+    (r"first \boxed{1} then \boxed{\{a, \{b\}\}}", r"\{a, \{b\}\}"),
+    (r"\fbox{7} is it", "7"),
+    (r"$\boxed 5$", "5"),
+    (r"\boxed{\frac{1}{2} and no closing", None),
+    ("We get 12.\nThe answer is $\\frac{3}{4}$.", r"\frac{3}{4}"),
+    ("...\nFinal Answer: The final answer is $42$. I hope it is correct.", "42"),
+    ("The final answer is 17.", "17"),
+    ("no answer at all", None), ("", None), (None, None), (r"\boxed{}", None),
+])
+def test_extract_answer(text, expected):
+  assert extract_answer(text) == expected
+
+
+def test_grade_and_cluster():
+  assert grade(r"Thus the sum is $\boxed{\dfrac{3}{4}}$.", "0.75")
+  assert not grade("I give up.", "0.75")
+  answers = [r"\frac34", "0.75", r"\dfrac{3}{4}", "1", None, r"\sqrt{8}", r"2\sqrt2", "x+1", "1+x", r"\text{no}"]
+  assert cluster(answers) == [0, 0, 0, 1, -1, 2, 2, 3, 3, 4]
+  assert answer_key("(1, 2)") == answer_key(r"\left(1,2\right)") != answer_key("(2, 1)")
+
+
+def test_cluster_matches_pairwise_equivalence():
+  """Clusters are exactly the classes of is_equivalent on a mixed set (no missed or spurious merges)."""
+  answers = ["0.5", r"\frac{1}{2}", r"\frac{2}{4}", "2", r"\sqrt{4}", "(x+1)^2", "x^2+2x+1", "x^2+1", r"\pi",
+             r"\frac{\pi}{1}", "(1,2)", r"\left(1,2\right)", "(2,1)", r"\{3,4\}", r"\{4,3\}"]
+  ids = cluster(answers)
+  for i, a in enumerate(answers):
+    for j, b in enumerate(answers):
+      assert (ids[i] == ids[j]) == is_equivalent(a, b), (a, b)
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared/data/math is absent")
+def test_every_math_reference_answer_is_recovered():
+  """All 12,500 MATH solutions: extracted answer == the file's `answer` (up to surrounding spaces), equivalent."""
+  mismatches = []
+  for split in ("train", "test"):
+    with open(os.path.join(SHARED, f"{split}.jsonl")) as f:
+      for line in f:
+        record = json.loads(line)
+        extracted = extract_answer(record["solution"])
+        expected = record["answer"].strip() or None  # two train solutions box nothing: no reference answer
+        if extracted != expected or (expected and not is_equivalent(extracted, record["answer"])):
+          mismatches.append((record["unique_id"], extracted, record["answer"]))
+  assert not mismatches, mismatches[:5]
+
+
+HOSTILE = [
+    "__import__('os').system('touch {marker}')",
+    "\\boxed{{__import__('os').system('touch {marker}')}}",
+    "exec(\"open('{marker}','w')\")",
+    "9^{{9^{{9^{{9}}}}}}", "2^{{2^{{2^{{2^{{2^{{2}}}}}}}}}}", "10^{{10^{{100}}}}", "(10^{{100}})!", "99999!",
+    "1" * 100_000, "\\frac{{" + "7" * 100_000 + "}}{{3}}", "{{" * 20_000 + "1" + "}}" * 20_000,
+    "\\boxed{{" * 20_000 + "x" + "}}" * 20_000, "\\frac{{1}}{{", "}}}}{{{{\\left(", "\\sqrt{{", "^^^___",
+    "x\u202e\u0000\ud800?", "😀 = \\pi", "\\begin{{pmatrix}}" + "1&" * 5000 + "1\\end{{pmatrix}}",
+    "\\sum_{{n=1}}^{{10^{{12}}}} n", "\\int_0^1 e^{{-x^2}} dx", "x^{{100000}}-1", "\\binom{{10^{{6}}}}{{500000}}",
+]
+
+
+def test_hostile_inputs_are_inert_and_bounded(tmp_path):
+  """In a child process with a hard timeout: no code runs, nothing crashes or hangs, each verdict is quick."""
+  marker = str(tmp_path / "pwned")
+  script = textwrap.dedent(f"""
+      import json, sys, time
+      from mathft_jax.grading import answer_key, cluster, extract_answer, grade, is_equivalent
+      inputs = json.loads(sys.stdin.read())
+      worst = 0.0
+      for s in inputs:
+        for other in ("5", s, r"\\frac{{1}}{{2}}", "x+1"):
+          start = time.time()
+          verdicts = (extract_answer(s), is_equivalent(s, other), grade(s, other), answer_key(s))
+          worst = max(worst, time.time() - start)
+          assert is_equivalent(s, other) in (True, False)
+      start = time.time()
+      ids = cluster(inputs + ["5", "5.0"])
+      worst = max(worst, time.time() - start)
+      assert ids[-1] == ids[-2]
+      print(json.dumps({{"worst": worst}}))
+  """)
+  inputs = [h.format(marker=marker) for h in HOSTILE]
+  proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(inputs), capture_output=True, text=True,
+                        timeout=240)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert not os.path.exists(marker)
+  assert json.loads(proc.stdout.strip().splitlines()[-1])["worst"] < 10.0
+
+
+def test_grading_imports_without_jax_or_tensorflow():
+  code = ("import sys, mathft_jax.grading, mathft_jax.grading.batch; "
+          "bad = [m for m in ('jax', 'tensorflow', 'seqio', 'flax') if m in sys.modules]; assert not bad, bad")
+  subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_batch_grading_is_parallel_ordered_and_kills_stuck_workers():
+  easy = [([r"\boxed{%d}" % (i % 3), r"\boxed{1}", "no answer"], "1") for i in range(12)]
+  results = list(grade_problems(easy, num_workers=2))
+  assert [r["correct"] for r in results] == [grade_problem(t, ref)["correct"] for t, ref in easy]
+  assert results[1]["correct"] == [True, True, False] and results[0]["clusters"] == [0, 1, -1]
+  # 40 distinct cubic expressions need many bounded symbolic checks (about 3 s); a 1 s bound kills the worker.
+  slow = ([r"\boxed{(x+%d)^{3}-x^{2}y+%dy}" % (i, i) for i in range(40)], "x")
+  mixed = list(grade_problems([slow, easy[1], slow], num_workers=2, timeout=1.0))
+  assert mixed[0]["degraded"] and mixed[2]["degraded"] and "degraded" not in mixed[1]
+  assert mixed[1]["correct"] == [True, True, False] and len(mixed[0]["clusters"]) == 40
+
+
+def test_grade_file_and_errors(tmp_path):
+  path = tmp_path / "cands.jsonl"
+  records = [{"problem_id": "p1", "sample_id": k, "text": t} for k, t in enumerate([r"\boxed{0.5}", r"\boxed{2}"])]
+  records += [{"problem_id": "p2", "sample_id": 0, "text": r"\boxed{(1,2)}"}]
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  out = tmp_path / "graded.jsonl"
+  assert grade_file(str(path), {"p1": r"\frac12", "p2": "(1, 2)"}, str(out), num_workers=2) == 3
+  graded = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [g["correct"] for g in graded] == [True, False, True] and graded[0]["answer"] == "0.5"
+  with pytest.raises(CandidateFileError, match="no reference answer"):
+    grade_file(str(path), {"p1": "1"}, str(out))
+  path.write_text(path.read_text() + '{"problem_id": "p3", "text": 5}\n')
+  with pytest.raises(CandidateFileError, match=r"cands\.jsonl:4: malformed"):
+    grade_file(str(path), {"p1": "1", "p2": "1"}, str(out))
