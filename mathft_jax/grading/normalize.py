@@ -54,7 +54,7 @@ def _braced_fracs(s: str) -> str:
   s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
   s = re.sub(r"\\frac\s*(\d)\s*(?=\{)", r"\\frac{\1}", s)
   s = re.sub(r"\\frac\s*(\{[^{}]*\})\s*(\d)", r"\\frac\1{\2}", s)
-  s = re.sub(r"\\sqrt\s*(\d+|[a-zA-Z])", r"\\sqrt{\1}", s)
+  s = re.sub(r"\\sqrt\s*(\d|[a-zA-Z])", r"\\sqrt{\1}", s)  # LaTeX takes one token: \\sqrt25 = \\sqrt{2}5
   return s
 
 
