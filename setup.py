@@ -18,6 +18,8 @@ DATA = [
     "tensorflow-datasets>=4.9.10",
     "tokenizers>=0.23",
     "sentencepiece>=0.2.0",
+    "clu>=0.0.12",
+    "tensorboard>=2.20",  # clu's SummaryWriter
 ]
 TEST = [
     # torch must be the CPU wheel on disk: `make` installs torch==2.13.0 before this list.

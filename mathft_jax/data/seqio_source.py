@@ -1,0 +1,89 @@
+"""Batches from a seqio task or mixture, sharded per host, resumable at any batch index.
+
+`SeqioSource("ssft_synthetic", {"inputs": 256, "targets": 512}, batch_size=64)` yields this host's rows of each
+global batch through seqio's PrefixLM feature converter: prompt ("inputs") and solution ("targets") are packed
+into one decoder sequence with loss weights 0 on the prompt. A name of the form "jsonl:/path/file.jsonl" registers
+(once) a task over a JSONL file of {"inputs": ..., "targets": ...} lines with the byte vocabulary.
+"""
+import dataclasses
+import hashlib
+import json
+from typing import Iterator, Optional
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+FEATURES = ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights", "decoder_segment_ids",
+            "decoder_positions")
+
+
+def byte_output_features() -> dict:
+  vocab = seqio.ByteVocabulary()
+  return {"inputs": seqio.Feature(vocab, add_eos=False), "targets": seqio.Feature(vocab, add_eos=True)}
+
+
+def _read_jsonl(path: str) -> dict:
+  inputs, targets = [], []
+  with tf.io.gfile.GFile(path) as f:
+    for line_no, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+        inputs.append(str(record["inputs"]))
+        targets.append(str(record["targets"]))
+      except (ValueError, KeyError) as e:
+        raise ValueError(f"{path}:{line_no}: expected a JSON object with 'inputs' and 'targets' ({e!r})") from None
+  if not inputs:
+    raise ValueError(f"{path}: no records")
+  return {"inputs": inputs, "targets": targets}
+
+
+def jsonl_task(path: str) -> str:
+  """Registers (once) and names a byte-vocabulary task over a JSONL file; the same split serves train/eval."""
+  name = "jsonl_" + hashlib.sha1(path.encode()).hexdigest()[:12]
+  if name not in seqio.TaskRegistry.names():
+    data = _read_jsonl(path)
+
+    def dataset_fn(split, shuffle_files, seed=None):
+      del split, shuffle_files, seed
+      return tf.data.Dataset.from_tensor_slices(data)
+
+    seqio.TaskRegistry.add(
+        name, source=seqio.FunctionDataSource(dataset_fn, splits=("train", "validation", "test")),
+        preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+        output_features=byte_output_features())
+  return name
+
+
+@dataclasses.dataclass
+class SeqioSource:
+  """Global batches of `batch_size` packed sequences of length inputs+targets lengths."""
+  mixture_or_task_name: str
+  task_feature_lengths: dict
+  batch_size: int
+  split: str = "train"
+  shuffle: bool = True
+  seed: Optional[int] = 0
+  pack: bool = True
+  num_epochs: Optional[int] = None  # None: repeat forever (training); 1 for a single eval pass
+
+  def _name(self) -> str:
+    if self.mixture_or_task_name.startswith("jsonl:"):
+      return jsonl_task(self.mixture_or_task_name[len("jsonl:"):])
+    import mathft_jax.tasks  # noqa: F401  registers the project's tasks and mixtures
+    return self.mixture_or_task_name
+
+  def dataset(self, shard_index: int = 0, num_shards: int = 1) -> tf.data.Dataset:
+    if self.batch_size % num_shards:
+      raise ValueError(f"batch_size={self.batch_size} is not divisible by {num_shards} data shards")
+    ds = seqio.get_dataset(self._name(), dict(self.task_feature_lengths),
+                           seqio.PrefixLMFeatureConverter(pack=self.pack), dataset_split=self.split,
+                           shuffle=self.shuffle, num_epochs=self.num_epochs, seed=self.seed, verbose=False,
+                           shard_info=seqio.ShardInfo(shard_index, num_shards))
+    return ds.batch(self.batch_size // num_shards, drop_remainder=True)
+
+  def host_batches(self, start: int = 0, shard_index: int = 0, num_shards: int = 1) -> Iterator[dict]:
+    for batch in self.dataset(shard_index, num_shards).skip(start).as_numpy_iterator():
+      yield {k: np.asarray(v) for k, v in batch.items() if k in FEATURES}

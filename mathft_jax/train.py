@@ -1,0 +1,137 @@
+"""The train binary: `mathft-train --gin_file=runs/ssft.gin --gin.MODEL_DIR="'/tmp/m'" ...`.
+
+`train(...)` is a plain typed function; gin is attached only under `__main__` (see `gin_main`). A run resumes
+from the latest checkpoint in MODEL_DIR (state and data position, so it continues exactly); otherwise it starts
+from INITIAL_CHECKPOINT_PATH's params (an imported HF model) or from random weights. SIGTERM saves the current
+step before exiting.
+"""
+import json
+import os
+import sys
+import time
+from typing import Callable, Optional
+
+import jax
+
+from mathft_jax import partitioning
+from mathft_jax.checkpointing import Checkpointer, PreemptionGuard
+from mathft_jax.metrics_logging import MetricLogger, model_flops_per_token, peak_flops_per_device
+from mathft_jax.models import DecoderConfig, param_count
+from mathft_jax.optim import OptimizerConfig
+from mathft_jax.train_step import LossFn, TrainState, next_token_loss, summarize
+from mathft_jax.trainer import BatchSource, Trainer, host_batches, params_fingerprint
+
+
+def _initial_params(path: str, cfg: DecoderConfig, trainer: Trainer) -> dict:
+  """Params from an imported checkpoint (`mathft-import-hf` output), restored onto the trainer's shardings."""
+  import orbax.checkpoint as ocp
+  with open(os.path.join(path, "model_config.json")) as f:
+    saved = DecoderConfig.from_dict(json.load(f))
+  arch = lambda c: c.replace(dtype="float32", param_dtype="float32", remat=False)  # noqa: E731
+  if arch(saved) != arch(cfg):
+    raise ValueError(f"{path}/model_config.json describes a different architecture than the run's model config:"
+                     f"\n  checkpoint: {saved}\n  run:        {cfg}")
+  target = trainer.abstract_state.params
+  return ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(path), "params"), target)
+
+
+def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSource, train_steps: int,
+          optimizer: OptimizerConfig = OptimizerConfig(), mesh: partitioning.MeshConfig = partitioning.MeshConfig(),
+          rules: tuple = partitioning.DEFAULT_RULES, loss_fn: LossFn = next_token_loss, accum_steps: int = 1,
+          seed: int = 0, initial_checkpoint_path: Optional[str] = None, checkpoint_every: int = 500,
+          keep_checkpoints: int = 3, async_checkpoints: bool = True, log_every: int = 10,
+          eval_data: Optional[BatchSource] = None, eval_every: int = 0, eval_batches: int = 10,
+          num_data_shards: Optional[int] = None,
+          on_start: Optional[Callable[[str], None]] = None) -> TrainState:
+  """Trains `model_config` on `train_data` for `train_steps` steps; returns the final state.
+
+  num_data_shards: pipeline shards forming a global batch (default: one per process); fix it to compare runs
+  with different process counts on identical batches.
+  """
+  partitioning.maybe_initialize_distributed()
+  os.makedirs(model_dir, exist_ok=True)
+  if on_start is not None and jax.process_index() == 0:
+    on_start(model_dir)
+  trainer = Trainer(model_config, optimizer, partitioning.make_mesh(mesh), rules, loss_fn, accum_steps)
+  checkpointer = Checkpointer(model_dir, checkpoint_every, keep_checkpoints, async_checkpoints)
+  logger = MetricLogger(model_dir)
+
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    state, data_state = checkpointer.restore(trainer.abstract_state)
+    start = int(data_state["batches_consumed"])
+    logger.text(f"resumed from {checkpointer.directory} at step {latest}")
+  else:
+    params = _initial_params(initial_checkpoint_path, model_config, trainer) if initial_checkpoint_path else None
+    state = trainer.init_state(seed, params)
+    start = 0
+    logger.text(f"started from {initial_checkpoint_path or 'random init'}; {param_count(model_config):,} params")
+
+  batches = host_batches(train_data, start, num_data_shards)
+  global_tokens = None
+  flops_per_token = model_flops_per_token(model_config)
+  peak = peak_flops_per_device()
+  window_start, window_steps = time.time(), 0
+  step = start
+  with PreemptionGuard() as guard:
+    while step < train_steps:
+      host_batch = next(batches)
+      if global_tokens is None:
+        global_tokens = host_batch["decoder_input_tokens"].size * jax.process_count()
+      state, metrics = trainer.train_step(state, host_batch)
+      step += 1
+      window_steps += 1
+      checkpointer.save(step, state, {"batches_consumed": step})
+      if step % log_every == 0 or step == train_steps:
+        metrics = jax.device_get(metrics)
+        elapsed = time.time() - window_start
+        tokens_per_s = global_tokens * window_steps / elapsed
+        metrics["tokens_per_second"] = tokens_per_s
+        if peak:
+          metrics["mfu"] = tokens_per_s * flops_per_token / (peak * jax.device_count())
+        logger.scalars(step, metrics, "train")
+        window_start, window_steps = time.time(), 0
+      if eval_data is not None and eval_every and step % eval_every == 0:
+        evaluate(trainer, state, eval_data, eval_batches, step, logger, num_data_shards)
+      if guard.should_stop():
+        checkpointer.save(step, state, {"batches_consumed": step}, force=True)
+        checkpointer.close()
+        logger.text(f"preempted: saved step {step} to {checkpointer.directory}")
+        logger.close()
+        return state
+  if checkpointer.latest_step() != step:
+    checkpointer.save(step, state, {"batches_consumed": step}, force=True)
+  checkpointer.close()
+  logger.text(f"done at step {step}; params fingerprint {params_fingerprint(state.params)}")
+  logger.close()
+  return state
+
+
+def evaluate(trainer: Trainer, state: TrainState, data: BatchSource, num_batches: int, step: int,
+             logger: MetricLogger, num_data_shards: Optional[int] = None) -> dict:
+  """Mean eval loss/accuracy over the first `num_batches` batches of `data`."""
+  batches = host_batches(data, 0, num_data_shards)
+  sums = trainer.eval_sums(state.params, (b for _, b in zip(range(num_batches), batches)))
+  metrics = jax.device_get(summarize(sums))
+  logger.scalars(step, metrics, "eval")
+  return metrics
+
+
+def main() -> None:
+  import gin
+
+  from mathft_jax import gin_main
+  from mathft_jax import train as train_module  # the importable module, whatever __main__ is
+
+  def write_config(model_dir: str) -> None:
+    with open(os.path.join(model_dir, "config.gin"), "w") as f:
+      f.write(gin.config_str())
+
+  gin_main.parse(sys.argv[1:])
+  configured = gin.get_configurable(train_module.train)
+  configured(on_start=write_config)
+
+
+if __name__ == "__main__":
+  main()
+
