@@ -84,6 +84,20 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
   return out.astype(x.dtype)
 
 
+def grouped_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) -> Array:
+  """Softmax attention without repeating kv heads: q [B, L, H, D], k/v [B, S, K, D], mask [B, 1, L, S] bool.
+
+  Query heads are grouped G = H / K per kv head; logits and softmax in float32. Returns [B, L, H, D].
+  """
+  b, l, h, d = q.shape
+  groups = h // k.shape[2]
+  qg = q.reshape(b, l, k.shape[2], groups, d)
+  logits = jnp.einsum("blkgd,bskd->bkgls", qg, k, preferred_element_type=jnp.float32) * scale
+  logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)  # fully masked rows: uniform, no NaN
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(b, l, h, d)
+
+
 class Attention(nn.Module):
   """Grouped-query self-attention with RoPE and an optional per-layer KV cache."""
   config: DecoderConfig
@@ -117,8 +131,7 @@ class Attention(nn.Module):
       k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, cache_index, 0, 0))
       v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
       layer_cache = (k, v)
-    out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
-                                       scale=cfg.head_dim ** -0.5)
+    out = grouped_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, cfg.head_dim ** -0.5)
     out = constrain(out, ("batch", "length", "heads", "head_dim"))
     w_o = param_with_axes(self, "o_kernel", fan_in_init((0, 1), 2), (cfg.num_heads, cfg.head_dim, cfg.d_model),
                           ("heads", "head_dim", "embed"), cfg.param_dtype)
