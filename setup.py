@@ -16,6 +16,7 @@ CORE = [
 DATA = [
     "seqio>=0.0.20",
     "tensorflow-datasets>=4.9.10",
+    "importlib_resources",  # needed by tensorflow-datasets builders, not declared by it
     "tokenizers>=0.23",
     "sentencepiece>=0.2.0",
     "clu>=0.0.12",
@@ -41,6 +42,8 @@ setuptools.setup(
     entry_points={
         "console_scripts": [
             "mathft-import-hf=mathft_jax.models.convert:main",
+            "mathft-train=mathft_jax.train:main",
+            "mathft-prepare-data=mathft_jax.data.prepare:main",
             "mathft-demo=mathft_jax.demo:main",
         ],
     },

@@ -56,6 +56,12 @@ def _last_box(text: str) -> Optional[str]:
     starts = [(text.rfind(c, 0, start) if c == cmd else s, c) for s, c in starts]
 
 
+def last_boxed(text: str) -> str:
+  """The content of the last `\\boxed{}`/`\\fbox{}` (brace-matched, stripped), '' if none: MATH's reference answer."""
+  boxed = _last_box(text or "")
+  return boxed.strip() if boxed else ""
+
+
 def _strip_answer(answer: str) -> str:
   answer = answer.strip()
   if len(answer) >= 2 and answer[0] == "$" and answer.count("$") == 2 and answer.endswith("$"):
