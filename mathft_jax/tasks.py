@@ -8,6 +8,11 @@ Solution fine-tuning (SSFT), inputs = generator prompt, targets = step-by-step s
 MATH and PRM800K read TFDS datasets prepared offline (`mathft-prepare-data`) in MATHFT_TFDS_DIR (default
 ~/tensorflow_datasets). The vocabulary is MATHFT_VOCABULARY ("byte", "sentencepiece:<path>", "hf:<path>");
 `register(...)` re-registers everything for another vocabulary or data dir.
+
+Evaluator training tasks are built from a run's graded samples, so they are named by their file:
+"evaluator_ce:<graded.jsonl>", "evaluator_margin:<...>", "evaluator_seq:<...>" (see
+`mathft_jax.data.evaluator_data`). Multi-task sequential fine-tuning chains these names: stage 1 an `ssft_*`
+task, stage 2 an `evaluator_*` task, stage 3 the `ssft_*` task again, each from the previous stage's checkpoint.
 """
 import os
 from typing import Optional

@@ -1,4 +1,5 @@
 """Data layer: MATH and PRM800K readers and TFDS builders, synthetic domain, prompts, vocabularies, tasks."""
+import collections
 import json
 import os
 import re
@@ -204,3 +205,55 @@ def test_every_registered_task_yields_packed_batches(tmp_path):
       _check_packed(batch, 512)
   finally:
     tasks.register()
+
+
+def _graded_file(path):
+  """3 problems: p1 has 3 correct + 2 incorrect distinct texts, p2 only correct ones, p3 1 correct + 4 incorrect."""
+  rows = []
+  for pid, labels in (("p1", [1, 1, 1, 0, 0]), ("p2", [1, 1]), ("p3", [1, 0, 0, 0, 0])):
+    for k, ok in enumerate(labels):
+      rows.append({"problem_id": pid, "sample_id": k, "problem": f"What is {pid}?", "correct": bool(ok),
+                   "text": f"Try {k}: so $\\boxed{{{k if ok else 100 + k}}}$.", "answer": str(k), "cluster": k})
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return str(path)
+
+
+def test_evaluator_pairs_are_balanced_and_per_problem(tmp_path):
+  from mathft_jax.data import evaluator_data
+  graded = evaluator_data.read_graded(_graded_file(tmp_path / "graded.jsonl"))
+  pairs = evaluator_data.build_pairs(graded, per_problem=6, seed=0)
+  by_problem = collections.Counter(p["problem_id"] for p in pairs)
+  assert by_problem == {"p1": 3, "p3": 3}  # p2 has no incorrect sample; at most per_problem // 2 pairs
+  assert all(p["pos"] != p["neg"] and "Try" in p["pos"] for p in pairs)
+  ce = evaluator_data.examples(pairs, "ce")
+  assert collections.Counter(e["targets"] for e in ce) == {" correct": 6, " incorrect": 6}
+  assert len({p["neg"] for p in pairs if p["problem_id"] == "p3"}) == 3  # distinct negatives when available
+  (tmp_path / "bad.jsonl").write_text('{"problem_id": 1}\n')
+  with pytest.raises(evaluator_data.GradedFileError, match=r"bad\.jsonl:1"):
+    evaluator_data.read_graded(str(tmp_path / "bad.jsonl"))
+
+
+def test_evaluator_tasks_yield_labels_and_pair_structure(tmp_path):
+  import seqio
+
+  from mathft_jax.data.seqio_source import SeqioSource
+  graded = _graded_file(tmp_path / "graded.jsonl")
+  vocab = seqio.ByteVocabulary()
+  lengths = {"inputs": 96, "targets": 48}
+  ce = next(SeqioSource(f"evaluator_ce:{graded}", lengths, batch_size=14, shuffle=False, pack=False,
+                        num_epochs=1).host_batches(0))
+  labels = [vocab.decode([t for t, w in zip(row, weights) if w]) for row, weights in
+            zip(ce["decoder_target_tokens"], ce["decoder_loss_weights"])]
+  assert collections.Counter(labels) == {" correct": 7, " incorrect": 7}  # p1: 3 pairs, p3: 4 pairs
+  for kind, first_input in (("margin", "Here is a math problem"), ("seq", "Problem:")):
+    batch = next(SeqioSource(f"evaluator_{kind}:{graded}", lengths, batch_size=4, seed=3).host_batches(0))
+    assert batch["decoder_input_tokens"].shape == (4, 2, 144)
+    for row in range(4):
+      pos, neg = (vocab.decode(batch["decoder_target_tokens"][row, i].tolist()) for i in (0, 1))
+      assert pos.startswith(first_input) and neg.startswith(first_input)
+      assert pos.split("Try")[0] == neg.split("Try")[0]  # the same problem in both members of a pair
+      if kind == "margin":
+        assert pos.endswith(" correct") and neg.endswith(" incorrect")
+      else:
+        assert "\\boxed{10" not in pos and "\\boxed{10" in neg  # row 0 holds the correct solution
+      assert (batch["decoder_loss_weights"][row].sum(axis=1) > 0).all()

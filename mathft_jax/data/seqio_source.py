@@ -2,12 +2,15 @@
 
 `SeqioSource("ssft_synthetic", {"inputs": 256, "targets": 512}, batch_size=64)` yields this host's rows of each
 global batch through seqio's PrefixLM feature converter: prompt ("inputs") and solution ("targets") are packed
-into one decoder sequence with loss weights 0 on the prompt. A name of the form "jsonl:/path/file.jsonl" registers
-(once) a task over a JSONL file of {"inputs": ..., "targets": ...} lines with the byte vocabulary.
+into one decoder sequence with loss weights 0 on the prompt. Names that register a task on the fly:
+- "jsonl:/path/file.jsonl": a JSONL file of {"inputs": ..., "targets": ...} lines, byte vocabulary;
+- "evaluator_ce:/path/graded.jsonl", "evaluator_margin:...", "evaluator_seq:...": evaluator training data from a
+  graded samples file (`mathft_jax.data.evaluator_data`); pair tasks give features of shape [B, 2, L].
 """
 import dataclasses
 import hashlib
 import json
+import os
 from typing import Iterator, Optional
 
 import numpy as np
@@ -70,16 +73,32 @@ class SeqioSource:
   num_epochs: Optional[int] = None  # None: repeat forever (training); 1 for a single eval pass
 
   def _name(self) -> str:
-    if self.mixture_or_task_name.startswith("jsonl:"):
-      return jsonl_task(self.mixture_or_task_name[len("jsonl:"):])
+    name = self.mixture_or_task_name
+    if name.startswith("jsonl:"):
+      return jsonl_task(name[len("jsonl:"):])
+    kind, sep, path = name.partition(":")
+    if sep and kind.startswith("evaluator_"):
+      from mathft_jax.data import evaluator_data
+      from mathft_jax.data.vocabularies import get_vocabulary
+      task = f"{kind}_{hashlib.sha1(path.encode()).hexdigest()[:12]}"
+      if task not in seqio.TaskRegistry.names():
+        evaluator_data.register_evaluator_task(task, path, kind[len("evaluator_"):],
+                                               get_vocabulary(os.environ.get("MATHFT_VOCABULARY", "byte")))
+      return task
     import mathft_jax.tasks  # noqa: F401  registers the project's tasks and mixtures
-    return self.mixture_or_task_name
+    return name
 
   def dataset(self, shard_index: int = 0, num_shards: int = 1) -> tf.data.Dataset:
     if self.batch_size % num_shards:
       raise ValueError(f"batch_size={self.batch_size} is not divisible by {num_shards} data shards")
-    ds = seqio.get_dataset(self._name(), dict(self.task_feature_lengths),
-                           seqio.PrefixLMFeatureConverter(pack=self.pack), dataset_split=self.split,
+    name = self._name()
+    lengths = dict(self.task_feature_lengths)
+    converter = seqio.PrefixLMFeatureConverter(pack=self.pack)
+    if "inputs_pos" in seqio.get_mixture_or_task(name).output_features:
+      from mathft_jax.data.evaluator_data import PairFeatureConverter
+      lengths = {f"{k}_{side}": lengths[k] for k in ("inputs", "targets") for side in ("pos", "neg")}
+      converter = PairFeatureConverter()
+    ds = seqio.get_dataset(name, lengths, converter, dataset_split=self.split,
                            shuffle=self.shuffle, num_epochs=self.num_epochs, seed=self.seed, verbose=False,
                            shard_info=seqio.ShardInfo(shard_index, num_shards))
     return ds.batch(self.batch_size // num_shards, drop_remainder=True)
