@@ -1,0 +1,119 @@
+"""Decoding: greedy parity with transformers' generate, sampling distributions, stops, shared-prefix samples."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from mathft_jax.decoding import (FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Greedy, Temperature, TopK, TopP,
+                                 bucket_length, left_pad, make_generate_fn)
+from mathft_jax.models import Decoder, init_params, preset
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma"])
+def test_greedy_matches_transformers_generate(family, tmp_path):
+  from test_hf_parity import _build  # the same tiny random HF models as the parity tests
+
+  from mathft_jax.models.convert import load_hf_checkpoint
+  model = _build(family, str(tmp_path))
+  cfg, params = load_hf_checkpoint(str(tmp_path))
+  rng = np.random.default_rng(1)
+  prompts = [list(rng.integers(3, cfg.vocab_size, n)) for n in (5, 11, 8)]  # different lengths: left padding
+  tokens, mask = left_pad(prompts, bucket_length(11, (16,)))
+  eos = model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 1
+  out = make_generate_fn(cfg, num_samples=1, max_new_tokens=32, eos_id=eos)(params, tokens, mask,
+                                                                           jax.random.PRNGKey(0))
+  for i, prompt in enumerate(prompts):
+    with torch.no_grad():
+      hf = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=32, eos_token_id=eos,
+                          pad_token_id=0)[0, len(prompt):].tolist()
+    n = int(out["num_tokens"][i])
+    assert out["tokens"][i, :n].tolist() == hf[:n], (family, i)
+    assert n == 32 or hf[n - 1] == eos
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  cfg = preset("tiny", {"num_layers": 2})
+  return cfg, init_params(cfg, jax.random.PRNGKey(3))
+
+
+def _first_token_probs(cfg, params, prompt, transform):
+  logits, _ = Decoder(cfg).apply({"params": params}, jnp.asarray([prompt]))
+  return np.asarray(jax.nn.softmax(transform(logits[:, -1]))[0], np.float64)
+
+
+@pytest.mark.parametrize("sampler", [Temperature(0.7), TopK(temperature=1.3, k=5), TopP(temperature=2.0, p=0.6)])
+def test_first_token_distribution_matches_softmax(tiny, sampler):
+  cfg, params = tiny
+  prompt = [70, 80, 90, 100]
+  tokens, mask = left_pad([prompt], 8)
+  draws = 6000
+  out = make_generate_fn(cfg, num_samples=draws, max_new_tokens=1, sampler=sampler)(
+      params, tokens, mask, jax.random.PRNGKey(0))
+  counts = np.bincount(np.asarray(out["tokens"][:, 0]), minlength=cfg.vocab_size)
+  probs = _first_token_probs(cfg, params, prompt, sampler.transform)
+  support = probs > 0
+  assert counts[~support].sum() == 0  # truncation respected: nothing outside top-k / top-p
+  if not isinstance(sampler, (TopK, TopP)):
+    assert support.sum() == cfg.vocab_size
+  keep = probs * draws >= 5  # chi-square on cells with enough expected mass, the rest pooled
+  observed = np.append(counts[keep], counts[~keep & support].sum())
+  expected = np.append(probs[keep] * draws, probs[~keep & support].sum() * draws)
+  observed, expected = observed[expected > 0], expected[expected > 0]
+  expected *= observed.sum() / expected.sum()  # float32 probabilities sum to 1 only approximately
+  assert scipy.stats.chisquare(observed, expected).pvalue > 1e-3
+  if isinstance(sampler, TopK):
+    assert support.sum() == 5
+  if isinstance(sampler, TopP):
+    assert 1 < support.sum() < cfg.vocab_size
+
+
+def test_shared_prefix_samples_and_stops(tiny):
+  cfg, params = tiny
+  prompts = [[70, 80, 90], [71, 72, 73, 74, 75, 76]]
+  tokens, mask = left_pad(prompts, 8)
+  greedy = make_generate_fn(cfg, num_samples=3, max_new_tokens=12)(params, tokens, mask, jax.random.PRNGKey(0))
+  rows = np.asarray(greedy["tokens"])
+  assert (rows[0] == rows[1]).all() and (rows[3] == rows[5]).all()  # N greedy copies of one prompt agree
+  for p, prompt in enumerate(prompts):  # the cached decode equals step-by-step argmax of the full forward pass
+    seq = list(prompt)
+    for _ in range(4):
+      logits, _ = Decoder(cfg).apply({"params": params}, jnp.asarray([seq]))
+      seq.append(int(jnp.argmax(logits[0, -1])))
+    assert rows[3 * p, :4].tolist() == seq[len(prompt):]
+  stop = make_generate_fn(cfg, num_samples=1, max_new_tokens=12, stop_sequences=((int(rows[0, 1]), int(rows[0, 2])),))(
+      params, tokens, mask, jax.random.PRNGKey(0))
+  assert int(stop["finish"][0]) == FINISH_STOP and int(stop["num_tokens"][0]) == 3
+  assert (np.asarray(stop["tokens"][0, 3:]) == 0).all()
+  # EOS: the last token of the row that does not occur before it; the row must stop right there.
+  j = max(i for i in range(12) if rows[0, i] not in rows[0, :i])
+  eos = make_generate_fn(cfg, num_samples=1, max_new_tokens=12, eos_id=int(rows[0, j]))(
+      params, tokens, mask, jax.random.PRNGKey(0))
+  assert int(eos["finish"][0]) == FINISH_EOS and int(eos["num_tokens"][0]) == j + 1
+  assert int(eos["finish"][1]) in (FINISH_EOS, FINISH_LENGTH)
+  sampled = make_generate_fn(cfg, num_samples=4, max_new_tokens=12, sampler=Temperature(1.0))(
+      params, tokens, mask, jax.random.PRNGKey(1))
+  assert len({tuple(r) for r in np.asarray(sampled["tokens"][:4]).tolist()}) > 1  # samples differ
+  assert np.all(np.asarray(sampled["logprob"]) < 0)
+
+
+def test_logprob_is_the_model_sequence_likelihood(tiny):
+  cfg, params = tiny
+  prompt = [70, 80, 90]
+  tokens, mask = left_pad([prompt], 4)
+  out = make_generate_fn(cfg, num_samples=2, max_new_tokens=6, sampler=TopK(k=3))(params, tokens, mask,
+                                                                                  jax.random.PRNGKey(2))
+  for row in range(2):
+    seq = prompt + np.asarray(out["tokens"][row]).tolist()
+    logits, _ = Decoder(cfg).apply({"params": params}, jnp.asarray([seq[:-1]]))
+    logp = jax.nn.log_softmax(logits[0])[jnp.arange(len(prompt) - 1, len(seq) - 1), jnp.asarray(seq[len(prompt):])]
+    assert float(out["logprob"][row]) == pytest.approx(float(logp.sum()), abs=1e-3)
+
+
+def test_bucketing_and_padding_errors():
+  assert [bucket_length(n) for n in (1, 64, 65, 5000)] == [64, 64, 128, 8192]
+  with pytest.raises(ValueError, match="prompt 0 has 9 tokens"):
+    left_pad([list(range(9))], 8)
