@@ -43,6 +43,7 @@ setuptools.setup(
         "console_scripts": [
             "mathft-import-hf=mathft_jax.models.convert:main",
             "mathft-train=mathft_jax.train:main",
+            "mathft-infer=mathft_jax.infer:main",
             "mathft-prepare-data=mathft_jax.data.prepare:main",
             "mathft-demo=mathft_jax.demo:main",
         ],

@@ -102,7 +102,10 @@ def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSourc
   if checkpointer.latest_step() != step:
     checkpointer.save(step, state, {"batches_consumed": step}, force=True)
   checkpointer.close()
-  logger.text(f"done at step {step}; params fingerprint {params_fingerprint(state.params)}")
+  from mathft_jax.models.convert import save_params
+  save_params(state.params, model_config, os.path.join(model_dir, "export"), overwrite=True)
+  logger.text(f"done at step {step}; params fingerprint {params_fingerprint(state.params)}; "
+              f"params exported to {os.path.join(model_dir, 'export')} (for mathft-infer)")
   logger.close()
   return state
 

@@ -1,0 +1,242 @@
+"""The batched inference binary `mathft-infer` (no TensorFlow): sample N solutions per problem, or score samples.
+
+mode="sample": problems (JSONL of {problem_id or unique_id, problem}, or "synthetic:<split>:<count>") ->
+  one JSON line per sample: problem_id, sample_id, text, num_tokens, logprob, finish_reason (eos/stop/length).
+mode="score": the samples of `candidates_dir` -> problem_id, sample_id, score = p(correct) / (p(correct) +
+  p(incorrect)) under the evaluator prompt (probabilities of the first token where the two labels differ), and
+  loglik = log p(text | generator prompt).
+Output: OUTPUT_DIR/manifest.json (checkpoint, step, sampling settings, seed) and OUTPUT_DIR/chunks/
+chunk-<c>.jsonl, each written atomically (temp file + rename); chunk c holds problems [c*K, (c+1)*K) and uses RNG
+fold_in(seed, c), so a restarted or differently sharded run writes the same files; shard s of S does the chunks
+with c % S == s and then writes shard-<s>-of-<S>.COMPLETE.
+"""
+import json
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mathft_jax import decoding
+from mathft_jax.data import prompts as prompt_lib
+from mathft_jax.models import Decoder
+from mathft_jax.models.convert import load_params
+from mathft_jax.text_codec import get_codec
+
+
+class InferenceInputError(ValueError):
+  """Bad problems/candidates input or a manifest that does not match this run; names file and line."""
+
+
+def read_problems(spec: str) -> list[dict]:
+  if spec.startswith("synthetic:"):
+    from mathft_jax.data.synthetic import generate
+    _, split, count = spec.split(":")
+    return [{"problem_id": r["unique_id"], "problem": r["problem"]} for r in generate(split, int(count))]
+  out = []
+  with open(spec) as f:
+    for line_no, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          r = json.loads(line)
+          out.append({"problem_id": str(r.get("problem_id", r.get("unique_id"))), "problem": str(r["problem"])})
+        except (ValueError, KeyError) as e:
+          raise InferenceInputError(f"{spec}:{line_no}: expected problem_id (or unique_id) and problem ({e!r})")
+  return out
+
+
+def _write_atomic(path: str, lines: Sequence[str]) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.writelines(lines)
+  os.replace(tmp, path)
+
+
+def _check_manifest(output_dir: str, manifest: dict) -> None:
+  path = os.path.join(output_dir, "manifest.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      existing = json.load(f)
+    if existing != manifest:
+      diff = {k: (existing.get(k), manifest.get(k)) for k in set(existing) | set(manifest)
+              if existing.get(k) != manifest.get(k)}
+      raise InferenceInputError(f"{path} belongs to a different run (existing vs this run: {diff}); use a new "
+                                f"output_dir")
+  elif jax.process_index() == 0:
+    _write_atomic(path, [json.dumps(manifest, indent=2, sort_keys=True)])
+
+
+def _sampler(temperature: float, top_k: int, top_p: float):
+  if temperature == 0:
+    return decoding.Greedy()
+  if top_k:
+    return decoding.TopK(temperature=temperature, k=top_k)
+  if top_p < 1.0:
+    return decoding.TopP(temperature=temperature, p=top_p)
+  return decoding.Temperature(temperature)
+
+
+def _batches(items: list, size: int):
+  for i in range(0, len(items), size):
+    batch = items[i:i + size]
+    yield i // size, batch, batch + [batch[-1]] * (size - len(batch))  # fixed shapes: pad with copies
+
+
+def _sample_chunk(generate_fns, params, cfg, codec, problems, chunk_rng, settings) -> list[str]:
+  lines = []
+  stops = settings["stop_strings"]
+  for b, real, padded in _batches(problems, settings["batch_size"]):
+    ids = [codec.encode(prompt_lib.generator_input(p["problem"])) for p in padded]
+    length = decoding.bucket_length(max(map(len, ids)))
+    if length not in generate_fns:
+      generate_fns[length] = decoding.make_generate_fn(
+          cfg, num_samples=settings["num_samples"], max_new_tokens=settings["max_new_tokens"],
+          sampler=_sampler(settings["temperature"], settings["top_k"], settings["top_p"]), eos_id=codec.eos_id,
+          pad_id=codec.pad_id, stop_sequences=tuple(tuple(codec.encode(s)) for s in stops))
+    tokens, mask = decoding.left_pad(ids, length, codec.pad_id)
+    out = jax.device_get(generate_fns[length](params, tokens, mask, jax.random.fold_in(chunk_rng, b)))
+    n = settings["num_samples"]
+    for i, problem in enumerate(real):
+      for s in range(n):
+        row = i * n + s
+        count = int(out["num_tokens"][row])
+        finish = decoding.FINISH_NAMES[int(out["finish"][row])]
+        kept = out["tokens"][row, :count - 1 if finish == "eos" else count]
+        text = codec.decode(kept.tolist())
+        if finish == "stop":
+          text = text[:min((text.find(x) for x in stops if x in text), default=len(text))]
+        lines.append(json.dumps({"problem_id": problem["problem_id"], "sample_id": s, "text": text,
+                                 "num_tokens": count, "logprob": float(out["logprob"][row]),
+                                 "finish_reason": finish}) + "\n")
+  return lines
+
+
+def _score_fn(cfg):
+  decoder = Decoder(cfg)
+
+  def score(params, tokens, mask, label_ids, text_tokens, text_weights, text_mask):
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    logits, _ = decoder.apply({"params": params}, tokens, positions, mask)
+    last = jax.nn.log_softmax(logits[:, -1])
+    correct, incorrect = last[:, label_ids[0]], last[:, label_ids[1]]
+    score = jnp.exp(correct - jnp.logaddexp(correct, incorrect))
+    text_pos = jnp.maximum(jnp.cumsum(text_mask, axis=1) - 1, 0)
+    text_logits, _ = decoder.apply({"params": params}, text_tokens[:, :-1], text_pos[:, :-1], text_mask[:, :-1])
+    logp = jnp.take_along_axis(jax.nn.log_softmax(text_logits), text_tokens[:, 1:, None], axis=-1)[..., 0]
+    return score, jnp.sum(logp * text_weights[:, 1:], axis=-1)
+  return jax.jit(score)
+
+
+def _label_split(codec) -> tuple[list[int], tuple[int, int]]:
+  """Token ids shared by both labels, and the first ids where " correct" and " incorrect" differ."""
+  a, b = (codec.encode(x) for x in prompt_lib.EVALUATOR_LABELS)
+  k = next(i for i in range(min(len(a), len(b))) if a[i] != b[i])
+  return a[:k], (a[k], b[k])
+
+
+def _score_chunk(score_fn, params, codec, candidates, problems_by_id, batch_size) -> list[str]:
+  prefix, label_ids = _label_split(codec)
+  lines = []
+  for _, real, padded in _batches(candidates, batch_size):
+    eval_ids = [codec.encode(prompt_lib.evaluator_input(problems_by_id[c["problem_id"]], c["text"])) + prefix
+                for c in padded]
+    gen_prompt = [codec.encode(prompt_lib.generator_input(problems_by_id[c["problem_id"]])) for c in padded]
+    gen_full = [p + codec.encode(c["text"]) for p, c in zip(gen_prompt, padded)]
+    tokens, mask = decoding.left_pad(eval_ids, decoding.bucket_length(max(map(len, eval_ids))), codec.pad_id)
+    text_tokens, text_mask = decoding.left_pad(gen_full, decoding.bucket_length(max(map(len, gen_full))),
+                                               codec.pad_id)
+    weights = text_mask.copy()
+    for i, p in enumerate(gen_prompt):  # loss on the solution tokens only
+      weights[i, text_mask.shape[1] - len(gen_full[i]):text_mask.shape[1] - len(gen_full[i]) + len(p)] = 0
+    score, loglik = jax.device_get(score_fn(params, tokens, mask, jnp.asarray(label_ids), text_tokens,
+                                            weights.astype(np.float32), text_mask))
+    for i, c in enumerate(real):
+      lines.append(json.dumps({"problem_id": c["problem_id"], "sample_id": c["sample_id"], "score": float(score[i]),
+                               "loglik": float(loglik[i])}) + "\n")
+  return lines
+
+
+def read_candidate_chunks(candidates_dir: str) -> list[dict]:
+  chunk_dir = os.path.join(candidates_dir, "chunks")
+  records = []
+  for name in sorted(n for n in os.listdir(chunk_dir) if n.endswith(".jsonl")):
+    with open(os.path.join(chunk_dir, name)) as f:
+      for line_no, line in enumerate(f, 1):
+        try:
+          records.append(json.loads(line))
+        except ValueError as e:
+          raise InferenceInputError(f"{os.path.join(chunk_dir, name)}:{line_no}: not JSON ({e})") from None
+  return records
+
+
+def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vocabulary: str = "byte",
+          num_samples: int = 64, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+          max_new_tokens: int = 512, seed: int = 0, chunk_size: int = 16, batch_size: int = 4,
+          shard_id: Optional[int] = None, num_shards: Optional[int] = None, stop_strings: Sequence[str] = (),
+          candidates_dir: Optional[str] = None) -> int:
+  """Runs `mode` ("sample" or "score") and returns the number of records this call wrote (0 when all existed).
+
+  shard_id / num_shards default to this process's index / the process count (one shard per host).
+  """
+  shard_id = jax.process_index() if shard_id is None else shard_id
+  num_shards = jax.process_count() if num_shards is None else num_shards
+  if mode not in ("sample", "score"):
+    raise ValueError(f"mode must be 'sample' or 'score', got {mode!r}")
+  cfg, params = load_params(checkpoint_path)
+  codec = get_codec(vocabulary)
+  problem_list = read_problems(problems)
+  settings = {"mode": mode, "checkpoint_path": os.path.abspath(checkpoint_path), "problems": problems,
+              "vocabulary": vocabulary, "num_samples": num_samples, "temperature": temperature, "top_k": top_k,
+              "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed, "chunk_size": chunk_size,
+              "batch_size": batch_size, "stop_strings": list(stop_strings), "candidates_dir": candidates_dir}
+  os.makedirs(os.path.join(output_dir, "chunks"), exist_ok=True)
+  _check_manifest(output_dir, settings)
+  if mode == "score":
+    if not candidates_dir:
+      raise ValueError("mode='score' needs candidates_dir (a mode='sample' output_dir)")
+    by_id = {p["problem_id"]: p["problem"] for p in problem_list}
+    items = read_candidate_chunks(candidates_dir)
+    unknown = sorted({c["problem_id"] for c in items} - set(by_id))
+    if unknown:
+      raise InferenceInputError(f"{candidates_dir}: candidates for unknown problem ids, e.g. {unknown[:3]}")
+    score_fn = _score_fn(cfg)
+  else:
+    items = problem_list
+    generate_fns: dict = {}
+  num_chunks = -(-len(items) // chunk_size)
+  written = total_tokens = 0
+  start = time.time()
+  for c in range(shard_id, num_chunks, num_shards):
+    path = os.path.join(output_dir, "chunks", f"chunk-{c:05d}.jsonl")
+    if os.path.exists(path):
+      continue  # finished by an earlier run
+    chunk = items[c * chunk_size:(c + 1) * chunk_size]
+    if mode == "sample":
+      lines = _sample_chunk(generate_fns, params, cfg, codec, chunk, jax.random.fold_in(jax.random.PRNGKey(seed), c),
+                            settings)
+    else:
+      lines = _score_chunk(score_fn, params, codec, chunk, by_id, batch_size * num_samples)
+    _write_atomic(path, lines)
+    written += len(lines)
+    total_tokens += sum(json.loads(x).get("num_tokens", 0) for x in lines)
+    elapsed = time.time() - start
+    print(f"chunk {c + 1}/{num_chunks}: {written} records, {written / elapsed:.1f} records/s"
+          + (f", {total_tokens / elapsed:.0f} tokens/s" if mode == "sample" else ""), flush=True)
+  _write_atomic(os.path.join(output_dir, f"shard-{shard_id}-of-{num_shards}.COMPLETE"), [f"{num_chunks}\n"])
+  return written
+
+
+def main() -> None:
+  import gin
+
+  from mathft_jax import gin_main
+  from mathft_jax import infer as infer_module
+  gin_main.parse(sys.argv[1:])
+  gin.get_configurable(infer_module.infer)()
+
+
+if __name__ == "__main__":
+  main()
