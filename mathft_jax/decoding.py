@@ -8,13 +8,15 @@ log-probs (temperature 1, i.e. log p(sample | prompt) under the model, whatever 
 Shapes: P prompts, N samples, B = P*N rows, Lp prompt bucket length, T max new tokens, V vocab.
 """
 import dataclasses
-from typing import Sequence
+from typing import Optional, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mathft_jax.models import Decoder, DecoderConfig, init_cache
+from mathft_jax import partitioning
+from mathft_jax.models import Decoder, DecoderConfig, abstract_params, init_cache
 
 FINISH_EOS, FINISH_STOP, FINISH_LENGTH = 0, 1, 2
 FINISH_NAMES = ("eos", "stop", "length")
@@ -147,11 +149,27 @@ def generate(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Array, rng
 
 
 def make_generate_fn(cfg: DecoderConfig, *, num_samples: int, max_new_tokens: int, sampler=Greedy(),
-                     eos_id: int = 1, stop_sequences: tuple = (), pad_id: int = 0):
-  """A jitted (params, tokens, mask, rng) -> outputs closure; one compilation per prompt shape (bucket)."""
-  return jax.jit(lambda params, tokens, mask, rng: generate(
-      params, cfg, tokens, mask, rng, num_samples=num_samples, max_new_tokens=max_new_tokens, sampler=sampler,
-      eos_id=eos_id, stop_sequences=stop_sequences, pad_id=pad_id))
+                     eos_id: int = 1, stop_sequences: tuple = (), pad_id: int = 0,
+                     mesh: Optional[jax.sharding.Mesh] = None, rules=partitioning.DEFAULT_RULES):
+  """A jitted (params, tokens, mask, rng) -> outputs closure; one compilation per prompt shape (bucket).
+
+  With a mesh, params are placed by the logical-axis rules and prompts (hence samples and the KV cache) are
+  sharded over the data axes; the number of prompts must divide evenly over data x fsdp.
+  """
+  def fn(params, tokens, mask, rng):
+    return generate(params, cfg, tokens, mask, rng, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                    sampler=sampler, eos_id=eos_id, stop_sequences=stop_sequences, pad_id=pad_id)
+  if mesh is None:
+    return jax.jit(fn)
+  batch = partitioning.batch_sharding(mesh)
+  param_shardings = partitioning.boxed_to_sharding(abstract_params(cfg), mesh, rules)
+  jitted = jax.jit(fn, in_shardings=(param_shardings, batch, batch, None))
+
+  def call(params, tokens, mask, rng):
+    params = jax.device_put(params, param_shardings)  # a no-op once the params are placed
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return jitted(params, tokens, mask, rng)
+  return call
 
 
 def sequence_logprob(params, cfg: DecoderConfig, batch: dict) -> jax.Array:

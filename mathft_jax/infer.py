@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mathft_jax import decoding
+from mathft_jax import decoding, partitioning
 from mathft_jax.data import prompts as prompt_lib
 from mathft_jax.models import Decoder
 from mathft_jax.models.convert import load_params
@@ -95,7 +95,8 @@ def _sample_chunk(generate_fns, params, cfg, codec, problems, chunk_rng, setting
       generate_fns[length] = decoding.make_generate_fn(
           cfg, num_samples=settings["num_samples"], max_new_tokens=settings["max_new_tokens"],
           sampler=_sampler(settings["temperature"], settings["top_k"], settings["top_p"]), eos_id=codec.eos_id,
-          pad_id=codec.pad_id, stop_sequences=tuple(tuple(codec.encode(s)) for s in stops))
+          pad_id=codec.pad_id, stop_sequences=tuple(tuple(codec.encode(s)) for s in stops),
+          mesh=settings["device_mesh"])
     tokens, mask = decoding.left_pad(ids, length, codec.pad_id)
     out = jax.device_get(generate_fns[length](params, tokens, mask, jax.random.fold_in(chunk_rng, b)))
     n = settings["num_samples"]
@@ -176,10 +177,11 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
           num_samples: int = 64, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
           max_new_tokens: int = 512, seed: int = 0, chunk_size: int = 16, batch_size: int = 4,
           shard_id: Optional[int] = None, num_shards: Optional[int] = None, stop_strings: Sequence[str] = (),
-          candidates_dir: Optional[str] = None) -> int:
+          candidates_dir: Optional[str] = None, mesh: Optional[partitioning.MeshConfig] = None) -> int:
   """Runs `mode` ("sample" or "score") and returns the number of records this call wrote (0 when all existed).
 
   shard_id / num_shards default to this process's index / the process count (one shard per host).
+  mesh: shard decoding over this host's local devices (prompts over data x fsdp; batch_size must divide evenly).
   """
   shard_id = jax.process_index() if shard_id is None else shard_id
   num_shards = jax.process_count() if num_shards is None else num_shards
@@ -187,6 +189,7 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
     raise ValueError(f"mode must be 'sample' or 'score', got {mode!r}")
   cfg, params = load_params(checkpoint_path)
   codec = get_codec(vocabulary)
+  device_mesh = partitioning.make_mesh(mesh, jax.local_devices()) if mesh is not None else None
   problem_list = read_problems(problems)
   settings = {"mode": mode, "checkpoint_path": os.path.abspath(checkpoint_path), "problems": problems,
               "vocabulary": vocabulary, "num_samples": num_samples, "temperature": temperature, "top_k": top_k,
@@ -206,6 +209,7 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
   else:
     items = problem_list
     generate_fns: dict = {}
+    settings = {**settings, "device_mesh": device_mesh}
   num_chunks = -(-len(items) // chunk_size)
   written = total_tokens = 0
   start = time.time()

@@ -117,3 +117,19 @@ def test_bucketing_and_padding_errors():
   assert [bucket_length(n) for n in (1, 64, 65, 5000)] == [64, 64, 128, 8192]
   with pytest.raises(ValueError, match="prompt 0 has 9 tokens"):
     left_pad([list(range(9))], 8)
+
+
+def test_sharded_decoding_equals_single_device(tiny):
+  from mathft_jax import partitioning
+  cfg, params = tiny
+  assert jax.device_count() == 8
+  prompts = [[70, 80, 90], [71, 72, 73, 74, 75], [60], [99, 98, 97, 96]]
+  tokens, mask = left_pad(prompts, 8)
+  mesh = partitioning.make_mesh(partitioning.MeshConfig(2, 2, 2))
+  for sampler in (Greedy(), Temperature(1.0)):
+    kwargs = dict(num_samples=2, max_new_tokens=10, sampler=sampler)
+    single = make_generate_fn(cfg, **kwargs)(params, tokens, mask, jax.random.PRNGKey(4))
+    sharded = make_generate_fn(cfg, mesh=mesh, **kwargs)(params, tokens, mask, jax.random.PRNGKey(4))
+    assert len(sharded["tokens"].sharding.device_set) == 8
+    np.testing.assert_array_equal(np.asarray(single["tokens"]), np.asarray(sharded["tokens"]))
+    np.testing.assert_allclose(np.asarray(single["logprob"]), np.asarray(sharded["logprob"]), atol=1e-4)

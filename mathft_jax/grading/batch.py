@@ -49,7 +49,12 @@ class _Pool:
   """Worker processes, each doing one problem at a time; a worker over its time bound is killed and replaced."""
 
   def __init__(self, num_workers: int):
-    self.ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    # forkserver: workers fork from a clean single-threaded server, never from a caller running JAX threads.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+      self.ctx = multiprocessing.get_context("forkserver")
+      self.ctx.set_forkserver_preload(["mathft_jax.grading.batch"])
+    else:
+      self.ctx = multiprocessing.get_context("spawn")
     self.workers = [self._start() for _ in range(num_workers)]
 
   def _start(self):
