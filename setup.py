@@ -11,6 +11,8 @@ CORE = [
     "numpy>=2.0",
     "safetensors>=0.8.0",
     "sympy>=1.14",
+    "scipy>=1.11",
+    "matplotlib>=3.8",
     "latex2sympy2_extended>=1.11,<2",  # LaTeX -> sympy through an ANTLR grammar: never evals the text
 ]
 DATA = [
@@ -44,6 +46,7 @@ setuptools.setup(
             "mathft-import-hf=mathft_jax.models.convert:main",
             "mathft-train=mathft_jax.train:main",
             "mathft-infer=mathft_jax.infer:main",
+            "mathft-rerank=mathft_jax.rerank:main",
             "mathft-prepare-data=mathft_jax.data.prepare:main",
             "mathft-demo=mathft_jax.demo:main",
         ],

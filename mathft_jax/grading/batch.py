@@ -108,7 +108,7 @@ def grade_problems(problems: Iterable[tuple[Sequence[Optional[str]], Optional[st
         w = conns[conn]
         try:
           index, result = conn.recv()
-        except EOFError:  # the worker died (e.g. out of memory): grade that problem safely here
+        except (EOFError, OSError):  # the worker died (e.g. out of memory): grade that problem safely here
           index = busy[w][0]
           result = {**grade_problem(*problems[index], use_sympy=False), "degraded": True}
           pool.replace(w)

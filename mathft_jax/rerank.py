@@ -1,0 +1,215 @@
+"""The offline re-ranking job `mathft-rerank`: candidate (and score) files -> the paper's table.
+
+    mathft-rerank --candidates runs/x/samples --scores runs/x/scores --greedy runs/x/greedy \\
+        --references synthetic:test:500 --output_dir runs/x/report
+
+Inputs: candidates from `mathft-infer mode=sample` (an output dir with chunks/, or a JSONL file), optional scores
+from `mode=score` (same forms), references as JSONL (problem_id or unique_id, answer, and optionally level,
+subject, problem) or "synthetic:<split>:<count>". Candidates missing scores: score-based strategies are skipped
+(and said so in the report). Outputs in output_dir: metrics.json (every number with its 95% bootstrap CI and the
+inputs' provenance), report.md, accuracy_vs_n.png, graded.jsonl (candidates + answer, cluster, correct, problem:
+what the evaluator tasks read). No JAX or TensorFlow needed.
+"""
+import argparse
+import collections
+import json
+import os
+import time
+from typing import Optional
+
+import numpy as np
+
+from mathft_jax import rerank_metrics as rm
+from mathft_jax.grading.batch import CandidateFileError, grade_problems, read_candidates
+
+LABELS = {"maj1": "Maj1@{n}", "rr_all": "RR.All@{n}", "rr_topk": "RR.Top-{k}@{n}", "wrr": "W.RR@{n}",
+          "wrr_majk": "W.RR.Maj{k}@{n}", "pass": "pass@{n}", "majk": "maj{k}@{n}"}
+
+
+def read_references(spec: str) -> dict[str, dict]:
+  if spec.startswith("synthetic:"):
+    from mathft_jax.data.synthetic import generate
+    _, split, count = spec.split(":")
+    return {r["unique_id"]: r for r in generate(split, int(count))}
+  refs = {}
+  with open(spec) as f:
+    for line_no, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          r = json.loads(line)
+          refs[str(r.get("problem_id", r.get("unique_id")))] = {**r, "answer": r["answer"]}
+        except (ValueError, KeyError) as e:
+          raise CandidateFileError(f"{spec}:{line_no}: expected problem_id/unique_id and answer ({e!r})") from None
+  return refs
+
+
+def _read_records(path: str) -> dict[str, list[dict]]:
+  """JSONL file or an infer output dir (chunks/*.jsonl) -> records by problem, sorted by sample_id."""
+  files = [path] if os.path.isfile(path) else sorted(
+      os.path.join(path, "chunks", n) for n in os.listdir(os.path.join(path, "chunks")) if n.endswith(".jsonl"))
+  merged: dict[str, list[dict]] = collections.defaultdict(list)
+  for f in files:
+    for pid, records in read_candidates(f).items():
+      merged[pid].extend(records)
+  for records in merged.values():
+    records.sort(key=lambda r: int(r["sample_id"]))
+  return dict(merged)
+
+
+def _read_scores(path: str) -> dict[tuple, float]:
+  out = {}
+  files = [path] if os.path.isfile(path) else sorted(
+      os.path.join(path, "chunks", n) for n in os.listdir(os.path.join(path, "chunks")) if n.endswith(".jsonl"))
+  for f in files:
+    with open(f) as handle:
+      for line_no, line in enumerate(handle, 1):
+        try:
+          r = json.loads(line)
+          out[(str(r["problem_id"]), int(r["sample_id"]))] = float(r["score"])
+        except (ValueError, KeyError, TypeError) as e:
+          raise CandidateFileError(f"{f}:{line_no}: malformed score record ({e!r})") from None
+  return out
+
+
+def _summary(per_problem: np.ndarray, seed: int, resamples: int) -> dict:
+  low, high = rm.bootstrap_ci(per_problem, resamples, seed)
+  return {"mean": float(per_problem.mean()), "ci95": [low, high]}
+
+
+def rerank(*, candidates: str, references: str, output_dir: str, scores: Optional[str] = None,
+           greedy: Optional[str] = None, k_clusters: int = 8, num_subsets: int = 100, num_workers: int = 0,
+           bootstrap: int = 1000, seed: int = 0) -> dict:
+  """Grades, clusters and re-ranks; writes the outputs (see the module doc) and returns metrics.json's dict."""
+  t0 = time.time()
+  refs = read_references(references)
+  by_problem = _read_records(candidates)
+  unknown = sorted(set(by_problem) - set(refs))
+  if unknown:
+    raise CandidateFileError(f"{candidates}: {len(unknown)} problem ids are not in {references}, e.g. {unknown[:3]}")
+  ids = sorted(by_problem)
+  score_map = _read_scores(scores) if scores else {}
+  missing = sum((pid, int(r["sample_id"])) not in score_map for pid in ids for r in by_problem[pid]) if scores else 0
+  use_scores = bool(scores) and missing == 0
+  graded = list(grade_problems([([r["text"] for r in by_problem[p]], refs[p]["answer"]) for p in ids],
+                               num_workers=num_workers))
+  t_grade = time.time() - t0
+  n = min(len(by_problem[p]) for p in ids)
+  ks = sorted({2 ** i for i in range(int(np.log2(n)) + 1)} | {n})
+  curves = {}
+  for j, (pid, g) in enumerate(zip(ids, graded)):
+    s = np.array([score_map[(pid, int(r["sample_id"]))] for r in by_problem[pid]][:n]) if use_scores else None
+    curves[pid] = rm.problem_curves(g["clusters"][:n], g["correct"][:n], s, ks, k_clusters, num_subsets, seed + j)
+  names = list(curves[ids[0]])
+  metrics = {"strategies": {}, "by_level": {}, "by_subject": {}}
+  for name in names:
+    table = np.array([curves[p][name] for p in ids])  # [P, len(ks)]
+    metrics["strategies"][name] = {str(k): _summary(table[:, i], seed, bootstrap) for i, k in enumerate(ks)}
+  for field, key in (("level", "by_level"), ("subject", "by_subject")):
+    groups = collections.defaultdict(list)
+    for i, p in enumerate(ids):
+      if field in refs[p]:
+        groups[str(refs[p][field])].append(i)
+    for group, rows in sorted(groups.items()):
+      metrics[key][group] = {name: float(np.mean([curves[ids[i]][name][-1] for i in rows])) for name in names}
+      metrics[key][group]["num_problems"] = len(rows)
+  if greedy:
+    g_records = _read_records(greedy)
+    g_ids = [p for p in ids if p in g_records]
+    g_graded = grade_problems([([g_records[p][0]["text"]], refs[p]["answer"]) for p in g_ids], num_workers)
+    metrics["greedy_pass@1"] = _summary(np.array([r["correct"][0] for r in g_graded], float), seed, bootstrap)
+  if use_scores:
+    flat_scores = [score_map[(p, int(r["sample_id"]))] for p in ids for r in by_problem[p]]
+    flat_labels = [c for g in graded for c in g["correct"]]
+    metrics["evaluator"] = rm.classifier_metrics(np.array(flat_scores), np.array(flat_labels))
+  metrics["skipped"] = ([] if use_scores else [f"score-based strategies: {'no scores given' if not scores else f'{missing} candidates have no score'}"])
+  metrics["provenance"] = {"candidates": os.path.abspath(candidates), "scores": scores and os.path.abspath(scores),
+                           "greedy": greedy and os.path.abspath(greedy), "references": references,
+                           "num_problems": len(ids), "samples_per_problem": n, "ks": ks, "k_clusters": k_clusters,
+                           "num_subsets": num_subsets, "bootstrap_resamples": bootstrap, "seed": seed,
+                           "degraded_problems": sum(bool(g.get("degraded")) for g in graded)}
+  os.makedirs(output_dir, exist_ok=True)
+  _write_graded(os.path.join(output_dir, "graded.jsonl"), ids, by_problem, graded, refs)
+  _write_atomic_json(os.path.join(output_dir, "metrics.json"), metrics)
+  _write_report(os.path.join(output_dir, "report.md"), metrics, n, k_clusters)
+  _plot(os.path.join(output_dir, "accuracy_vs_n.png"), metrics, ks, k_clusters)
+  t_total = time.time() - t0
+  metrics["provenance"]["seconds"] = {"grading": round(t_grade, 2), "total": round(t_total, 2)}
+  _write_atomic_json(os.path.join(output_dir, "metrics.json"), metrics)
+  print(f"re-ranked {len(ids)} problems x {n} samples in {t_total:.1f}s (grading {t_grade:.1f}s, metrics and "
+        f"report {t_total - t_grade:.1f}s); report: {os.path.join(output_dir, 'report.md')}")
+  return metrics
+
+
+def _write_atomic_json(path: str, obj) -> None:
+  with open(path + ".tmp", "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(path + ".tmp", path)
+
+
+def _write_graded(path, ids, by_problem, graded, refs) -> None:
+  with open(path + ".tmp", "w") as f:
+    for pid, g in zip(ids, graded):
+      for k, record in enumerate(by_problem[pid]):
+        f.write(json.dumps({**record, "answer": g["answers"][k], "cluster": g["clusters"][k],
+                            "correct": g["correct"][k], "problem": refs[pid].get("problem", "")}) + "\n")
+  os.replace(path + ".tmp", path)
+
+
+def _cell(summary: dict) -> str:
+  low, high = summary["ci95"]
+  return f"{summary['mean']:.1%} [{low:.1%}, {high:.1%}]"
+
+
+def _write_report(path: str, metrics: dict, n: int, k: int) -> None:
+  lines = ["# Re-ranking report", "", f"{metrics['provenance']['num_problems']} problems x {n} samples; "
+           "95% bootstrap CIs over problems.", "", "| metric | accuracy |", "|---|---|"]
+  if "greedy_pass@1" in metrics:
+    lines.append(f"| pass@1 (greedy) | {_cell(metrics['greedy_pass@1'])} |")
+  lines.append(f"| pass@1 (sampled) | {_cell(metrics['strategies']['pass']['1'])} |")
+  for name in ("maj1", "rr_all", "rr_topk", "wrr", "wrr_majk", "majk", "pass"):
+    if name in metrics["strategies"]:
+      lines.append(f"| {LABELS[name].format(n=n, k=k)} | {_cell(metrics['strategies'][name][str(n)])} |")
+  if "evaluator" in metrics:
+    e = metrics["evaluator"]
+    lines += ["", f"Evaluator as a classifier: AUC {e['auc']:.3f}, accuracy at 0.5 {e['accuracy_at_0.5']:.1%}, "
+              f"expected calibration error {e['expected_calibration_error']:.3f}."]
+  for reason in metrics["skipped"]:
+    lines += ["", f"Skipped: {reason}."]
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def _plot(path: str, metrics: dict, ks: list, k: int) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, series in metrics["strategies"].items():
+    ax.plot(ks, [series[str(x)]["mean"] for x in ks], marker="o", label=LABELS[name].format(n="N", k=k))
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("N (samples per problem)")
+  ax.set_ylabel("accuracy")
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--candidates", required=True)
+  p.add_argument("--references", required=True)
+  p.add_argument("--output_dir", required=True)
+  p.add_argument("--scores")
+  p.add_argument("--greedy")
+  p.add_argument("--k_clusters", type=int, default=8)
+  p.add_argument("--num_subsets", type=int, default=100)
+  p.add_argument("--num_workers", type=int, default=0)
+  a = p.parse_args(argv)
+  rerank(candidates=a.candidates, references=a.references, output_dir=a.output_dir, scores=a.scores,
+         greedy=a.greedy, k_clusters=a.k_clusters, num_subsets=a.num_subsets, num_workers=a.num_workers)
+
+
+if __name__ == "__main__":
+  main()
