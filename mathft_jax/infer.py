@@ -1,6 +1,6 @@
 """The batched inference binary `mathft-infer` (no TensorFlow): sample N solutions per problem, or score samples.
 
-mode="sample": problems (JSONL of {problem_id or unique_id, problem}, or "synthetic:<split>:<count>") ->
+mode="sample": problems (a JSONL file, "math:<manual_dir>:<split>" or "synthetic:<split>:<count>") ->
   one JSON line per sample: problem_id, sample_id, text, num_tokens, logprob, finish_reason (eos/stop/length).
 mode="score": the samples of `candidates_dir` -> problem_id, sample_id, score = p(correct) / (p(correct) +
   p(incorrect)) under the evaluator prompt (probabilities of the first token where the two labels differ), and
@@ -24,6 +24,7 @@ from mathft_jax import decoding, partitioning
 from mathft_jax.data import prompts as prompt_lib
 from mathft_jax.models import Decoder
 from mathft_jax.models.convert import load_params
+from mathft_jax.problems import load_problems
 from mathft_jax.text_codec import get_codec
 
 
@@ -32,20 +33,12 @@ class InferenceInputError(ValueError):
 
 
 def read_problems(spec: str) -> list[dict]:
-  if spec.startswith("synthetic:"):
-    from mathft_jax.data.synthetic import generate
-    _, split, count = spec.split(":")
-    return [{"problem_id": r["unique_id"], "problem": r["problem"]} for r in generate(split, int(count))]
-  out = []
-  with open(spec) as f:
-    for line_no, line in enumerate(f, 1):
-      if line.strip():
-        try:
-          r = json.loads(line)
-          out.append({"problem_id": str(r.get("problem_id", r.get("unique_id"))), "problem": str(r["problem"])})
-        except (ValueError, KeyError) as e:
-          raise InferenceInputError(f"{spec}:{line_no}: expected problem_id (or unique_id) and problem ({e!r})")
-  return out
+  """Problems to sample (see `mathft_jax.problems`); each needs a problem text."""
+  records = load_problems(spec)
+  missing = [r["problem_id"] for r in records if "problem" not in r]
+  if missing:
+    raise InferenceInputError(f"{spec}: {len(missing)} records have no 'problem' text, e.g. {missing[:3]}")
+  return records
 
 
 def _write_atomic(path: str, lines: Sequence[str]) -> None:

@@ -5,8 +5,8 @@
 
 Inputs: candidates from `mathft-infer mode=sample` (an output dir with chunks/, or a JSONL file), optional scores
 from `mode=score` (same forms), references as JSONL (problem_id or unique_id, answer, and optionally level,
-subject, problem) or "synthetic:<split>:<count>". Candidates missing scores: score-based strategies are skipped
-(and said so in the report). Outputs in output_dir: metrics.json (every number with its 95% bootstrap CI and the
+subject, problem), "math:<manual_dir>:<split>" or "synthetic:<split>:<count>". Candidates missing scores:
+score-based strategies are skipped (and said so in the report). Outputs in output_dir: metrics.json (every number with its 95% bootstrap CI and the
 inputs' provenance), report.md, accuracy_vs_n.png, graded.jsonl (candidates + answer, cluster, correct, problem:
 what the evaluator tasks read). No JAX or TensorFlow needed.
 """
@@ -21,25 +21,18 @@ import numpy as np
 
 from mathft_jax import rerank_metrics as rm
 from mathft_jax.grading.batch import CandidateFileError, grade_problems, read_candidates
+from mathft_jax.problems import load_problems
 
 LABELS = {"maj1": "Maj1@{n}", "rr_all": "RR.All@{n}", "rr_topk": "RR.Top-{k}@{n}", "wrr": "W.RR@{n}",
           "wrr_majk": "W.RR.Maj{k}@{n}", "pass": "pass@{n}", "majk": "maj{k}@{n}"}
 
 
 def read_references(spec: str) -> dict[str, dict]:
-  if spec.startswith("synthetic:"):
-    from mathft_jax.data.synthetic import generate
-    _, split, count = spec.split(":")
-    return {r["unique_id"]: r for r in generate(split, int(count))}
-  refs = {}
-  with open(spec) as f:
-    for line_no, line in enumerate(f, 1):
-      if line.strip():
-        try:
-          r = json.loads(line)
-          refs[str(r.get("problem_id", r.get("unique_id")))] = {**r, "answer": r["answer"]}
-        except (ValueError, KeyError) as e:
-          raise CandidateFileError(f"{spec}:{line_no}: expected problem_id/unique_id and answer ({e!r})") from None
+  """Reference answers by problem id (see `mathft_jax.problems`); each needs an answer."""
+  refs = {r["problem_id"]: r for r in load_problems(spec)}
+  missing = [pid for pid, r in refs.items() if "answer" not in r]
+  if missing:
+    raise CandidateFileError(f"{spec}: {len(missing)} references have no 'answer', e.g. {missing[:3]}")
   return refs
 
 

@@ -1,4 +1,7 @@
 """Trainer: sharded == single-device, accumulation, schedules, initial checkpoints (in-process)."""
+import os
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -104,3 +107,23 @@ def test_initial_checkpoint_params_are_the_starting_point(tmp_path):
     np.testing.assert_array_equal(a, b)
   with pytest.raises(ValueError, match="different architecture"):
     _initial_params(str(tmp_path / "init"), CFG.replace(num_layers=3), trainer)
+
+
+def test_train_function_evaluates_logs_and_exports(tmp_path, capsys):
+  from mathft_jax.models.convert import load_params
+  from mathft_jax.train import train
+  model_dir = str(tmp_path / "run")
+  source = RandomTokenSource(batch_size=8, length=32, vocab_size=300, seed=1)
+  held_out = RandomTokenSource(batch_size=8, length=32, vocab_size=300, seed=2)
+  state = train(model_dir=model_dir, model_config=CFG, train_data=source, train_steps=4,
+                optimizer=OptimizerConfig(schedule=ScheduleConfig(peak=1e-3)), eval_data=held_out, eval_every=2,
+                eval_batches=2, log_every=2, checkpoint_every=2)
+  out = capsys.readouterr().out
+  assert int(state.step) == 4
+  assert re.search(r"\[eval\] step 2: .*loss=", out) and re.search(r"\[eval\] step 4: .*loss=", out)
+  assert re.search(r"\[train\] step 4: .*tokens_per_second=", out)
+  for collection in ("train", "eval"):
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(model_dir, collection)))
+  cfg, params = load_params(os.path.join(model_dir, "export"))
+  assert cfg == CFG
+  np.testing.assert_array_equal(params["embedding"], jax.device_get(state.params["embedding"]))
