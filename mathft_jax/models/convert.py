@@ -12,6 +12,7 @@ import json
 import os
 from typing import Callable, Iterator, Optional
 
+import jax
 import numpy as np
 from safetensors import safe_open
 
@@ -191,10 +192,11 @@ def save_params(params: dict, cfg: DecoderConfig, out_dir: str, overwrite: bool 
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(target, params, force=overwrite)
   checkpointer.wait_until_finished()
-  tmp = os.path.join(out_dir, "model_config.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(cfg.to_dict(), f, indent=2)
-  os.replace(tmp, os.path.join(out_dir, "model_config.json"))
+  if jax.process_index() == 0:  # orbax coordinates the arrays across hosts; one host writes the config
+    tmp = os.path.join(out_dir, f"model_config.json.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+      json.dump(cfg.to_dict(), f, indent=2)
+    os.replace(tmp, os.path.join(out_dir, "model_config.json"))
   return out_dir
 
 
