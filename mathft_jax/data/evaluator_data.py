@@ -89,19 +89,10 @@ def register_evaluator_task(name: str, graded_path: str, kind: str, vocabulary: 
   exs = examples(build_pairs(read_graded(graded_path), per_problem, seed), kind)
   if not exs:
     raise GradedFileError(f"{graded_path}: no problem has both a correct and an incorrect sample")
+  from mathft_jax.data.seqio_source import register_text_task
   keys = list(exs[0])
-  data = {k: [e[k] for e in exs] for k in keys}
-
-  def dataset_fn(split, shuffle_files, seed=None):
-    del split, shuffle_files, seed
-    return tf.data.Dataset.from_tensor_slices(data)
-
   features = {k: seqio.Feature(vocabulary, add_eos=k.startswith("targets")) for k in keys}
-  seqio.TaskRegistry.remove(name)
-  seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(dataset_fn, splits=("train", "validation", "test")),
-                         preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
-                         output_features=features)
-  return name
+  return register_text_task(name, {k: [e[k] for e in exs] for k in keys}, features)
 
 
 def _decoder_row(inputs: tf.Tensor, targets: tf.Tensor, length: int) -> dict:

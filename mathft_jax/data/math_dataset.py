@@ -144,10 +144,15 @@ def _tfds_builder():
   return MathftMath
 
 
-def prepare(manual_dir: str, data_dir: str):
-  """Builds the TFDS dataset `mathft_math` into data_dir from manual_dir (offline); returns the builder."""
+def prepare_offline(builder_cls, manual_dir: str, data_dir: str):
+  """Builds a manual-dir TFDS dataset into data_dir without any download (GCS look-ups off); returns the builder."""
   import tensorflow_datasets as tfds
-  builder = _tfds_builder()(data_dir=data_dir)
+  builder = builder_cls(data_dir=data_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir,
                                                                             try_download_gcs=False))
   return builder
+
+
+def prepare(manual_dir: str, data_dir: str):
+  """Builds the TFDS dataset `mathft_math` into data_dir from manual_dir (offline); returns the builder."""
+  return prepare_offline(_tfds_builder(), manual_dir, data_dir)

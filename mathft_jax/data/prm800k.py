@@ -137,8 +137,6 @@ def _tfds_builder():
 
 
 def prepare(manual_dir: str, data_dir: str):
-  import tensorflow_datasets as tfds
-  builder = _tfds_builder()(data_dir=data_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir,
-                                                                            try_download_gcs=False))
-  return builder
+  """Builds the TFDS dataset `mathft_prm800k` into data_dir from manual_dir (offline); returns the builder."""
+  from mathft_jax.data.math_dataset import prepare_offline
+  return prepare_offline(_tfds_builder(), manual_dir, data_dir)

@@ -43,20 +43,24 @@ def _read_jsonl(path: str) -> dict:
   return {"inputs": inputs, "targets": targets}
 
 
+def register_text_task(name: str, data: dict[str, list[str]], output_features: dict) -> str:
+  """(Re-)registers a task over in-memory text columns (every split reads them); "targets*" columns get EOS."""
+  def dataset_fn(split, shuffle_files, seed=None):
+    del split, shuffle_files, seed
+    return tf.data.Dataset.from_tensor_slices(data)
+
+  seqio.TaskRegistry.remove(name)
+  seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(dataset_fn, splits=("train", "validation", "test")),
+                         preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+                         output_features=output_features)
+  return name
+
+
 def jsonl_task(path: str) -> str:
   """Registers (once) and names a byte-vocabulary task over a JSONL file; the same split serves train/eval."""
   name = "jsonl_" + hashlib.sha1(path.encode()).hexdigest()[:12]
   if name not in seqio.TaskRegistry.names():
-    data = _read_jsonl(path)
-
-    def dataset_fn(split, shuffle_files, seed=None):
-      del split, shuffle_files, seed
-      return tf.data.Dataset.from_tensor_slices(data)
-
-    seqio.TaskRegistry.add(
-        name, source=seqio.FunctionDataSource(dataset_fn, splits=("train", "validation", "test")),
-        preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
-        output_features=byte_output_features())
+    register_text_task(name, _read_jsonl(path), byte_output_features())
   return name
 
 
