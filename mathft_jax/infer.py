@@ -25,7 +25,7 @@ from mathft_jax.data import prompts as prompt_lib
 from mathft_jax.models import Decoder
 from mathft_jax.models.convert import load_params
 from mathft_jax.problems import load_problems
-from mathft_jax.text_codec import get_codec
+from mathft_jax.text_codec import evaluator_label_ids, get_codec
 
 
 class InferenceInputError(ValueError):
@@ -124,15 +124,9 @@ def _score_fn(cfg):
   return jax.jit(score)
 
 
-def _label_split(codec) -> tuple[list[int], tuple[int, int]]:
-  """Token ids shared by both labels, and the first ids where " correct" and " incorrect" differ."""
-  a, b = (codec.encode(x) for x in prompt_lib.EVALUATOR_LABELS)
-  k = next(i for i in range(min(len(a), len(b))) if a[i] != b[i])
-  return a[:k], (a[k], b[k])
-
-
 def _score_chunk(score_fn, params, codec, candidates, problems_by_id, batch_size) -> list[str]:
-  prefix, label_ids = _label_split(codec)
+  prefix_len, correct_id, incorrect_id = evaluator_label_ids(codec)
+  prefix, label_ids = codec.encode(prompt_lib.EVALUATOR_LABELS[0])[:prefix_len], (correct_id, incorrect_id)
   lines = []
   for _, real, padded in _batches(candidates, batch_size):
     eval_ids = [codec.encode(prompt_lib.evaluator_input(problems_by_id[c["problem_id"]], c["text"])) + prefix

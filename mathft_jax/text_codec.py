@@ -64,3 +64,12 @@ def get_codec(spec: str = "byte"):
   if kind == "hf" and path:
     return HfCodec(path)
   raise ValueError(f"unknown vocabulary {spec!r}: expected 'byte', 'sentencepiece:<path>' or 'hf:<path>'")
+
+
+def evaluator_label_ids(codec) -> tuple[int, int, int]:
+  """(shared prefix length, correct id, incorrect id): " correct" and " incorrect" share their first tokens
+  (e.g. the space byte); the evaluator's score compares the first token where they differ."""
+  from mathft_jax.data.prompts import EVALUATOR_LABELS
+  a, b = (codec.encode(x) for x in EVALUATOR_LABELS)
+  k = next(i for i in range(min(len(a), len(b))) if a[i] != b[i])
+  return k, a[k], b[k]
