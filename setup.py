@@ -47,6 +47,7 @@ setuptools.setup(
             "mathft-train=mathft_jax.train:main",
             "mathft-infer=mathft_jax.infer:main",
             "mathft-rerank=mathft_jax.rerank:main",
+            "mathft-recipe=mathft_jax.recipe:main",
             "mathft-prepare-data=mathft_jax.data.prepare:main",
             "mathft-demo=mathft_jax.demo:main",
         ],

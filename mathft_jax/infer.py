@@ -82,7 +82,8 @@ def _sample_chunk(generate_fns, params, cfg, codec, problems, chunk_rng, setting
   lines = []
   stops = settings["stop_strings"]
   for b, real, padded in _batches(problems, settings["batch_size"]):
-    ids = [codec.encode(prompt_lib.generator_input(p["problem"])) for p in padded]
+    make_prompt = prompt_lib.few_shot_input if settings["prompt_format"] == "few_shot" else prompt_lib.generator_input
+    ids = [codec.encode(make_prompt(p["problem"])) for p in padded]
     length = decoding.bucket_length(max(map(len, ids)))
     if length not in generate_fns:
       generate_fns[length] = decoding.make_generate_fn(
@@ -164,12 +165,16 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
           num_samples: int = 64, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
           max_new_tokens: int = 512, seed: int = 0, chunk_size: int = 16, batch_size: int = 4,
           shard_id: Optional[int] = None, num_shards: Optional[int] = None, stop_strings: Sequence[str] = (),
-          candidates_dir: Optional[str] = None, mesh: Optional[partitioning.MeshConfig] = None) -> int:
+          candidates_dir: Optional[str] = None, mesh: Optional[partitioning.MeshConfig] = None,
+          prompt_format: str = "generator") -> int:
   """Runs `mode` ("sample" or "score") and returns the number of records this call wrote (0 when all existed).
 
   shard_id / num_shards default to this process's index / the process count (one shard per host).
   mesh: shard decoding over this host's local devices (prompts over data x fsdp; batch_size must divide evenly).
+  prompt_format: "generator" (fine-tuned models) or "few_shot" (4 exemplars, for pretrained checkpoints).
   """
+  if prompt_format not in ("generator", "few_shot"):
+    raise ValueError(f"prompt_format must be 'generator' or 'few_shot', got {prompt_format!r}")
   shard_id = jax.process_index() if shard_id is None else shard_id
   num_shards = jax.process_count() if num_shards is None else num_shards
   if mode not in ("sample", "score"):
@@ -181,7 +186,8 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
   settings = {"mode": mode, "checkpoint_path": os.path.abspath(checkpoint_path), "problems": problems,
               "vocabulary": vocabulary, "num_samples": num_samples, "temperature": temperature, "top_k": top_k,
               "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed, "chunk_size": chunk_size,
-              "batch_size": batch_size, "stop_strings": list(stop_strings), "candidates_dir": candidates_dir}
+              "batch_size": batch_size, "stop_strings": list(stop_strings), "candidates_dir": candidates_dir,
+              "prompt_format": prompt_format}
   os.makedirs(os.path.join(output_dir, "chunks"), exist_ok=True)
   _check_manifest(output_dir, settings)
   if mode == "score":

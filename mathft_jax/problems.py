@@ -3,9 +3,11 @@
 - "synthetic:<split>:<count>": the embedded synthetic domain;
 - "math:<manual_dir>:<split>": MATH from local files (train, test, test500, train_prm), e.g. math:/data/MATH:test500;
 - a JSONL path: lines with problem_id (or unique_id), problem and/or answer, optional level and subject.
-Records: problem_id, problem, answer, level, subject (missing fields are absent).
+Records: problem_id, problem, answer, level, subject, solution (missing fields are absent).
 """
 import json
+
+FIELDS = ("problem", "answer", "level", "subject", "solution")
 
 
 class ProblemSetError(ValueError):
@@ -16,7 +18,7 @@ def load_problems(spec: str) -> list[dict]:
   if spec.startswith("synthetic:"):
     from mathft_jax.data.synthetic import generate
     _, split, count = spec.split(":")
-    return [{"problem_id": r["unique_id"], **{k: r[k] for k in ("problem", "answer", "level", "subject")}}
+    return [{"problem_id": r["unique_id"], **{k: r[k] for k in FIELDS}}
             for r in generate(split, int(count))]
   if spec.startswith("math:"):
     from mathft_jax.data.math_dataset import math_splits, read_math
@@ -24,7 +26,7 @@ def load_problems(spec: str) -> list[dict]:
     splits = math_splits(read_math(manual_dir))
     if split not in splits:
       raise ProblemSetError(f"{spec}: unknown MATH split {split!r}; expected one of {sorted(splits)}")
-    return [{"problem_id": r["unique_id"], **{k: r[k] for k in ("problem", "answer", "level", "subject")}}
+    return [{"problem_id": r["unique_id"], **{k: r[k] for k in FIELDS}}
             for r in splits[split]]
   records = []
   with open(spec) as f:
@@ -39,6 +41,6 @@ def load_problems(spec: str) -> list[dict]:
       except (ValueError, KeyError, AttributeError) as e:
         raise ProblemSetError(f"{spec}:{line_no}: expected problem_id (or unique_id) and problem/answer ({e!r})") \
             from None
-      records.append({**{k: r[k] for k in ("problem", "answer", "level", "subject") if k in r},
+      records.append({**{k: r[k] for k in FIELDS if k in r},
                       "problem_id": str(pid)})
   return records

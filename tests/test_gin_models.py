@@ -37,3 +37,29 @@ def test_gin_overrides_reach_the_config():
 def test_model_files_cover_the_issue_families():
   names = {os.path.basename(p)[:-4] for p in FILES}
   assert {"tiny", "gemma_2b", "llama3_8b", "qwen2_5_1_5b", "qwen2_5_7b", "tiny_palm"} <= names
+
+
+RECIPES = sorted(glob.glob(os.path.join(GIN_DIR, "..", "recipes", "*.gin")))
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if not p.endswith("base.gin")], ids=os.path.basename)
+def test_recipe_files_parse_and_bind(path):
+  from mathft_jax import gin_main
+  name = os.path.basename(path)
+  required = [] if name == "demo.gin" else ["--gin.RUN_DIR='/tmp/r'", "--gin.GENERATOR_TASK='ssft_synthetic'",
+                                            "--gin.TRAIN_PROBLEMS='synthetic:train:8'",
+                                            "--gin.TEST_PROBLEMS='synthetic:test:8'"]
+  if name == "fewshot_baseline.gin":
+    required.append("--gin.INITIAL_CHECKPOINT_PATH='/tmp/ckpt'")
+  gin.clear_config()
+  try:
+    gin_main.parse(["--gin_file=models/tiny.gin", f"--gin_file=recipes/{name}", *required])
+    assert gin.query_parameter("recipe.run_recipe.run_dir") is not None
+    if name.startswith("evaluator_"):
+      assert gin.query_parameter("%EVALUATOR_LOSS") == name[len("evaluator_"):-len(".gin")]
+  finally:
+    gin.clear_config()
+  if name != "demo.gin":  # demo.gin binds every macro itself
+    with pytest.raises(ValueError, match="set to `%gin.REQUIRED`"):
+      gin_main.parse(["--gin_file=models/tiny.gin", f"--gin_file=recipes/{name}"])
+    gin.clear_config()

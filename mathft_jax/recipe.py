@@ -1,0 +1,191 @@
+"""The whole recipe as one resumable job: `mathft-recipe --gin_file=recipes/multitask_sequential.gin ...`.
+
+Stages (each skipped when its output exists, so a rerun resumes at the first missing one):
+  ssft         generator SSFT on `generator_task` (from `initial_checkpoint_path` or random init)
+  train_samples / train_graded   N samples per training problem, graded -> graded.jsonl
+  evaluator    evaluator fine-tuning from the SSFT checkpoint ("ce", "margin" or "seq" loss)
+  multitask    generator SSFT again from the evaluator checkpoint (multi-task sequential fine-tuning)
+  continued    control: SSFT continued from stage 1 for the same number of extra steps as evaluator+multitask
+  eval_<gen>   for each generator: greedy and N samples on the test problems, evaluator scores, re-ranking
+Then report.md (one table per generator) and accuracy_vs_n.png (the SSFT generator's curves) in run_dir.
+With evaluator_steps=0 only SSFT and its evaluation run (majority voting; the few-shot baseline uses
+ssft_steps=0 and prompt_format="few_shot").
+"""
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from typing import Optional
+
+from mathft_jax.evaluator_losses import margin_loss, sequence_contrastive_loss
+from mathft_jax.models import DecoderConfig
+from mathft_jax.optim import OptimizerConfig, ScheduleConfig
+from mathft_jax.partitioning import MeshConfig
+from mathft_jax.train_step import next_token_loss
+
+LOSSES = {"ce": next_token_loss, "margin": margin_loss, "seq": sequence_contrastive_loss}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+  num_samples: int = 64
+  temperature: float = 0.8
+  max_new_tokens: int = 512
+  batch_size: int = 4
+  chunk_size: int = 16
+  prompt_format: str = "generator"
+  stop_strings: tuple = ()
+
+
+def _log(message: str, start: float) -> None:
+  print(f"[recipe {time.time() - start:7.1f}s] {message}", flush=True)
+
+
+def _done(path: str) -> bool:
+  return os.path.exists(path)
+
+
+def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str, task_feature_lengths: dict,
+               train_problems: str, test_problems: str, ssft_steps: int, evaluator_steps: int = 0,
+               multitask_steps: int = 0, evaluator_loss: str = "ce", run_control: bool = True,
+               batch_size: int = 16, learning_rate: float = 1e-5, evaluator_learning_rate: Optional[float] = None,
+               warmup_steps: int = 0, initial_checkpoint_path: Optional[str] = None,
+               sampling: Sampling = Sampling(), mesh: MeshConfig = MeshConfig(), k_clusters: int = 8,
+               include_reference_solutions: bool = False, seed: int = 0) -> dict:
+  """Runs every stage (see the module doc); returns {generator name: metrics.json dict}.
+
+  include_reference_solutions: add each training problem's reference solution to the evaluator's data as a
+  correct candidate (off in the paper's setting; for small generators that are rarely right, so that problems
+  with only incorrect samples still give pairs).
+  """
+  from mathft_jax.data.seqio_source import SeqioSource
+  from mathft_jax.infer import infer
+  from mathft_jax.rerank import rerank
+  from mathft_jax.train import train
+  if evaluator_loss not in LOSSES:
+    raise ValueError(f"evaluator_loss must be one of {sorted(LOSSES)}, got {evaluator_loss!r}")
+  start = time.time()
+  path = lambda *parts: os.path.join(run_dir, *parts)  # noqa: E731
+
+  def train_stage(name: str, task: str, steps: int, init: Optional[str], lr: float, loss: str = "ce") -> str:
+    export = path(name, "export")
+    if _done(os.path.join(export, "model_config.json")):
+      _log(f"{name}: done earlier ({export})", start)
+      return export
+    _log(f"{name}: {steps} steps on {task} from {init or 'random init'}", start)
+    schedule = ScheduleConfig(kind="cosine", peak=lr, warmup_steps=min(warmup_steps, steps), total_steps=steps)
+    train(model_dir=path(name), model_config=model_config, train_steps=steps, seed=seed, mesh=mesh,
+          train_data=SeqioSource(task, task_feature_lengths, batch_size, seed=seed),
+          optimizer=OptimizerConfig(schedule=schedule), loss_fn=LOSSES[loss], initial_checkpoint_path=init,
+          checkpoint_every=max(steps // 4, 1), log_every=max(steps // 8, 1))
+    return export
+
+  def sample(name: str, checkpoint: str, problems: str, greedy: bool) -> str:
+    out = path(name)
+    if not _done(os.path.join(out, "shard-0-of-1.COMPLETE")):
+      _log(f"{name}: {'greedy' if greedy else f'{sampling.num_samples} samples'} on {problems}", start)
+      infer(mode="sample", output_dir=out, checkpoint_path=checkpoint, problems=problems,
+            num_samples=1 if greedy else sampling.num_samples, temperature=0.0 if greedy else sampling.temperature,
+            max_new_tokens=sampling.max_new_tokens, batch_size=sampling.batch_size, chunk_size=sampling.chunk_size,
+            seed=seed, prompt_format=sampling.prompt_format, stop_strings=sampling.stop_strings)
+    return out
+
+  def score(name: str, evaluator: str, candidates: str) -> str:
+    out = path(name)
+    if not _done(os.path.join(out, "shard-0-of-1.COMPLETE")):
+      _log(f"{name}: evaluator scores for {candidates}", start)
+      infer(mode="score", output_dir=out, checkpoint_path=evaluator, problems=test_problems,
+            candidates_dir=candidates, batch_size=sampling.batch_size, num_samples=sampling.num_samples,
+            chunk_size=sampling.chunk_size * sampling.num_samples)
+    return out
+
+  if ssft_steps:
+    ssft = train_stage("ssft", generator_task, ssft_steps, initial_checkpoint_path, learning_rate)
+  else:
+    if not initial_checkpoint_path:
+      raise ValueError("ssft_steps=0 needs initial_checkpoint_path (a pretrained model for the few-shot baseline)")
+    ssft = initial_checkpoint_path
+  generators = {"ssft": ssft}
+  evaluator = None
+  if evaluator_steps:
+    samples = sample("train_samples", ssft, train_problems, greedy=False)
+    graded = path("train_graded", "evaluator_data.jsonl")
+    if not _done(graded):
+      _log("train_graded: grading training samples", start)
+      rerank(candidates=samples, references=train_problems, output_dir=path("train_graded"), k_clusters=k_clusters)
+      _evaluator_data(path("train_graded", "graded.jsonl"), graded, train_problems, include_reference_solutions)
+    evaluator = train_stage("evaluator", f"evaluator_{evaluator_loss}:{os.path.abspath(graded)}", evaluator_steps,
+                            ssft, evaluator_learning_rate or learning_rate, evaluator_loss)
+    if multitask_steps:
+      generators["multitask"] = train_stage("multitask", generator_task, multitask_steps, evaluator, learning_rate)
+    if run_control and multitask_steps:
+      generators["continued"] = train_stage("continued", generator_task, evaluator_steps + multitask_steps, ssft,
+                                            learning_rate)
+  results = {}
+  for name, checkpoint in generators.items():
+    greedy = sample(f"eval_{name}/greedy", checkpoint, test_problems, greedy=True)
+    samples = sample(f"eval_{name}/samples", checkpoint, test_problems, greedy=False)
+    scores = score(f"eval_{name}/scores", evaluator, samples) if evaluator else None
+    if not _done(path(f"eval_{name}", "report", "metrics.json")):
+      _log(f"eval_{name}: re-ranking", start)
+    results[name] = rerank(candidates=samples, scores=scores, greedy=greedy, references=test_problems,
+                           output_dir=path(f"eval_{name}", "report"), k_clusters=k_clusters)
+  _write_report(run_dir, results, sampling.num_samples, k_clusters)
+  _log(f"done: {path('report.md')}", start)
+  return results
+
+
+def _evaluator_data(graded_path: str, out_path: str, problems: str, add_references: bool) -> None:
+  """graded.jsonl (+ one correct candidate per problem: its reference solution) -> out_path, atomically."""
+  import json
+
+  from mathft_jax.problems import load_problems
+  with open(graded_path) as f:
+    records = [json.loads(line) for line in f]
+  next_id = {}
+  for r in records:
+    next_id[r["problem_id"]] = max(next_id.get(r["problem_id"], -1), int(r["sample_id"])) + 1
+  extra = [{"problem_id": p["problem_id"], "sample_id": next_id[p["problem_id"]], "text": p["solution"],
+            "answer": p.get("answer"), "cluster": -2, "correct": True, "problem": p["problem"], "reference": True}
+           for p in load_problems(problems) if add_references and p["problem_id"] in next_id and p.get("solution")]
+  with open(out_path + ".tmp", "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records + extra)
+  os.replace(out_path + ".tmp", out_path)
+
+
+ROWS = (("pass@1 (greedy)", "greedy_pass@1", None), ("pass@1 (sampled)", "pass", "1"), ("maj1@{n}", "maj1", "n"),
+        ("RR.All@{n}", "rr_all", "n"), ("RR.Top-{k}@{n}", "rr_topk", "n"), ("W.RR.Maj{k}@{n}", "wrr_majk", "n"),
+        ("pass@{n}", "pass", "n"))
+
+
+def _write_report(run_dir: str, results: dict, n: int, k: int) -> None:
+  lines = ["# Recipe report", "", "Accuracy on the test problems, 95% bootstrap CIs over problems.", "",
+           "| metric | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+  for label, key, at in ROWS:
+    cells = []
+    for metrics in results.values():
+      series = metrics.get(key) if at is None else metrics["strategies"].get(key, {}).get(str(n) if at == "n" else at)
+      cells.append("n/a" if not series else f"{series['mean']:.1%} [{series['ci95'][0]:.1%}, {series['ci95'][1]:.1%}]")
+    lines.append(f"| {label.format(n=n, k=k)} | " + " | ".join(cells) + " |")
+  for name, metrics in results.items():
+    if "evaluator" in metrics:
+      lines.append(f"\nEvaluator on {name}'s test samples: AUC {metrics['evaluator']['auc']:.3f}.")
+  with open(os.path.join(run_dir, "report.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  first = next(iter(results))
+  shutil.copy(os.path.join(run_dir, f"eval_{first}", "report", "accuracy_vs_n.png"),
+              os.path.join(run_dir, "accuracy_vs_n.png"))
+
+
+def main() -> None:
+  import gin
+
+  from mathft_jax import gin_main
+  from mathft_jax import recipe as recipe_module
+  gin_main.parse(sys.argv[1:])
+  gin.get_configurable(recipe_module.run_recipe)()
+
+
+if __name__ == "__main__":
+  main()
