@@ -52,13 +52,20 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
                batch_size: int = 16, learning_rate: float = 1e-5, evaluator_learning_rate: Optional[float] = None,
                warmup_steps: int = 0, initial_checkpoint_path: Optional[str] = None,
                sampling: Sampling = Sampling(), mesh: MeshConfig = MeshConfig(), k_clusters: int = 8,
-               include_reference_solutions: bool = False, seed: int = 0) -> dict:
+               include_reference_solutions: bool = False, evaluator_feature_lengths: Optional[dict] = None,
+               seed: int = 0) -> dict:
   """Runs every stage (see the module doc); returns {generator name: metrics.json dict}.
 
   include_reference_solutions: add each training problem's reference solution to the evaluator's data as a
   correct candidate (off in the paper's setting; for small generators that are rarely right, so that problems
   with only incorrect samples still give pairs).
+  evaluator_feature_lengths: lengths of the evaluator task; by default the evaluator prompt (problem + whole
+  candidate solution + question) gets the generator's inputs+targets length and the label 16 tokens ("seq" pairs
+  are generator examples and use the generator's lengths).
   """
+  if evaluator_feature_lengths is None:
+    evaluator_feature_lengths = (task_feature_lengths if evaluator_loss == "seq" else
+                                 {"inputs": sum(task_feature_lengths.values()), "targets": 16})
   from mathft_jax.data.seqio_source import SeqioSource
   from mathft_jax.infer import infer
   from mathft_jax.rerank import rerank
@@ -68,7 +75,8 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
   start = time.time()
   path = lambda *parts: os.path.join(run_dir, *parts)  # noqa: E731
 
-  def train_stage(name: str, task: str, steps: int, init: Optional[str], lr: float, loss: str = "ce") -> str:
+  def train_stage(name: str, task: str, steps: int, init: Optional[str], lr: float, loss: str = "ce",
+                  lengths: Optional[dict] = None) -> str:
     export = path(name, "export")
     if _done(os.path.join(export, "model_config.json")):
       _log(f"{name}: done earlier ({export})", start)
@@ -76,7 +84,7 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
     _log(f"{name}: {steps} steps on {task} from {init or 'random init'}", start)
     schedule = ScheduleConfig(kind="cosine", peak=lr, warmup_steps=min(warmup_steps, steps), total_steps=steps)
     train(model_dir=path(name), model_config=model_config, train_steps=steps, seed=seed, mesh=mesh,
-          train_data=SeqioSource(task, task_feature_lengths, batch_size, seed=seed),
+          train_data=SeqioSource(task, lengths or task_feature_lengths, batch_size, seed=seed),
           optimizer=OptimizerConfig(schedule=schedule), loss_fn=LOSSES[loss], initial_checkpoint_path=init,
           checkpoint_every=max(steps // 4, 1), log_every=max(steps // 8, 1))
     return export
@@ -116,7 +124,7 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
       rerank(candidates=samples, references=train_problems, output_dir=path("train_graded"), k_clusters=k_clusters)
       _evaluator_data(path("train_graded", "graded.jsonl"), graded, train_problems, include_reference_solutions)
     evaluator = train_stage("evaluator", f"evaluator_{evaluator_loss}:{os.path.abspath(graded)}", evaluator_steps,
-                            ssft, evaluator_learning_rate or learning_rate, evaluator_loss)
+                            ssft, evaluator_learning_rate or learning_rate, evaluator_loss, evaluator_feature_lengths)
     if multitask_steps:
       generators["multitask"] = train_stage("multitask", generator_task, multitask_steps, evaluator, learning_rate)
     if run_control and multitask_steps:
