@@ -170,11 +170,3 @@ def make_generate_fn(cfg: DecoderConfig, *, num_samples: int, max_new_tokens: in
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       return jitted(params, tokens, mask, rng)
   return call
-
-
-def sequence_logprob(params, cfg: DecoderConfig, batch: dict) -> jax.Array:
-  """Sum of weighted target-token log-probs per row of a decoder batch ([B, L] features) -> [B]."""
-  logits, _ = Decoder(cfg).apply({"params": params}, batch["decoder_input_tokens"], batch.get("decoder_positions"),
-                                 batch.get("decoder_segment_ids"))
-  logp = jnp.take_along_axis(jax.nn.log_softmax(logits), batch["decoder_target_tokens"][..., None], axis=-1)[..., 0]
-  return jnp.sum(logp * batch["decoder_loss_weights"], axis=-1)

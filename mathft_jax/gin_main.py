@@ -60,7 +60,3 @@ def run(fn: Callable, argv: Optional[Sequence[str]] = None):
   """Parses gin flags, then calls the gin-configured `fn` (missing REQUIRED macros fail here, before compute)."""
   parse(sys.argv[1:] if argv is None else argv)
   return gin.get_configurable(fn)()
-
-
-def config_str() -> str:
-  return gin.config_str()

@@ -12,7 +12,6 @@ with c % S == s and then writes shard-<s>-of-<S>.COMPLETE.
 """
 import json
 import os
-import sys
 import time
 from typing import Optional, Sequence
 
@@ -227,12 +226,9 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
 
 
 def main() -> None:
-  import gin
-
   from mathft_jax import gin_main
-  from mathft_jax import infer as infer_module
-  gin_main.parse(sys.argv[1:])
-  gin.get_configurable(infer_module.infer)()
+  from mathft_jax import infer as infer_module  # the importable module, whatever __main__ is
+  gin_main.run(infer_module.infer)
 
 
 if __name__ == "__main__":

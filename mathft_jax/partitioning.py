@@ -110,15 +110,6 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
 
 
-def host_batch_slice(global_batch: int, mesh: Mesh) -> slice:
-  """Rows of the global batch this process feeds (its devices' share of the data+fsdp axes)."""
-  per_process = global_batch // jax.process_count()
-  if per_process * jax.process_count() != global_batch:
-    raise ValueError(f"global batch {global_batch} is not divisible by {jax.process_count()} processes")
-  start = jax.process_index() * per_process
-  return slice(start, start + per_process)
-
-
 def shard_host_batch(host_batch: dict, mesh: Mesh) -> dict:
   """Assembles a global jax.Array batch from each process's local rows (no gathering onto one host)."""
   return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))

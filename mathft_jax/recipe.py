@@ -14,7 +14,6 @@ ssft_steps=0 and prompt_format="few_shot").
 import dataclasses
 import os
 import shutil
-import sys
 import time
 from typing import Optional
 
@@ -187,12 +186,9 @@ def _write_report(run_dir: str, results: dict, n: int, k: int) -> None:
 
 
 def main() -> None:
-  import gin
-
   from mathft_jax import gin_main
-  from mathft_jax import recipe as recipe_module
-  gin_main.parse(sys.argv[1:])
-  gin.get_configurable(recipe_module.run_recipe)()
+  from mathft_jax import recipe as recipe_module  # the importable module, whatever __main__ is
+  gin_main.run(recipe_module.run_recipe)
 
 
 if __name__ == "__main__":
