@@ -182,7 +182,12 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
   codec = get_codec(vocabulary)
   device_mesh = partitioning.make_mesh(mesh, jax.local_devices()) if mesh is not None else None
   problem_list = read_problems(problems)
-  settings = {"mode": mode, "checkpoint_path": os.path.abspath(checkpoint_path), "problems": problems,
+  step = None  # stays None for checkpoints without training provenance (e.g. an HF import)
+  if os.path.exists(os.path.join(checkpoint_path, "train_info.json")):
+    with open(os.path.join(checkpoint_path, "train_info.json")) as f:
+      step = json.load(f)["step"]
+  settings = {"mode": mode, "checkpoint_path": os.path.abspath(checkpoint_path), "checkpoint_step": step,
+              "problems": problems,
               "vocabulary": vocabulary, "num_samples": num_samples, "temperature": temperature, "top_k": top_k,
               "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed, "chunk_size": chunk_size,
               "batch_size": batch_size, "stop_strings": list(stop_strings), "candidates_dir": candidates_dir,

@@ -104,6 +104,9 @@ def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSourc
   checkpointer.close()
   from mathft_jax.models.convert import save_params
   save_params(state.params, model_config, os.path.join(model_dir, "export"), overwrite=True)
+  if jax.process_index() == 0:  # provenance for mathft-infer's manifest
+    with open(os.path.join(model_dir, "export", "train_info.json"), "w") as f:
+      json.dump({"step": step, "model_dir": os.path.abspath(model_dir)}, f)
   logger.text(f"done at step {step}; params fingerprint {params_fingerprint(state.params)}; "
               f"params exported to {os.path.join(model_dir, 'export')} (for mathft-infer)")
   logger.close()

@@ -51,6 +51,9 @@ def test_sample_records_idempotence_and_manifest(tmp_path, checkpoint):
   assert {r["finish_reason"] for r in records} <= {"eos", "stop", "length"}
   assert all(r["logprob"] < 0 and 0 < r["num_tokens"] <= 16 for r in records)
   assert infer(output_dir=out, checkpoint_path=checkpoint, **SAMPLE) == 0  # all chunks exist: nothing redone
+  manifest = json.load(open(os.path.join(out, "manifest.json")))
+  assert manifest["temperature"] == 1.0 and manifest["seed"] == 5 and manifest["num_samples"] == 3
+  assert manifest["checkpoint_path"] == os.path.abspath(checkpoint) and manifest["checkpoint_step"] is None
   assert os.path.exists(os.path.join(out, "shard-0-of-1.COMPLETE"))
   with pytest.raises(InferenceInputError, match="different run"):
     infer(output_dir=out, checkpoint_path=checkpoint, **{**SAMPLE, "temperature": 0.5})

@@ -1,4 +1,5 @@
 """Trainer: sharded == single-device, accumulation, schedules, initial checkpoints (in-process)."""
+import json
 import os
 import re
 
@@ -126,4 +127,17 @@ def test_train_function_evaluates_logs_and_exports(tmp_path, capsys):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(model_dir, collection)))
   cfg, params = load_params(os.path.join(model_dir, "export"))
   assert cfg == CFG
+  with open(os.path.join(model_dir, "export", "train_info.json")) as f:
+    assert json.load(f)["step"] == 4  # read by mathft-infer into its manifest
   np.testing.assert_array_equal(params["embedding"], jax.device_get(state.params["embedding"]))
+
+
+def test_adafactor_trains_on_a_sharded_mesh():
+  opt = OptimizerConfig(name="adafactor", schedule=ScheduleConfig(peak=1e-2))
+  trainer = Trainer(CFG, opt, partitioning.make_mesh(partitioning.MeshConfig(2, 2, 2)))
+  state = trainer.init_state(seed=0)
+  losses = []
+  for _ in range(5):
+    state, metrics = trainer.train_step(state, _batch())
+    losses.append(float(metrics["loss"]))
+  assert np.isfinite(losses).all() and losses[-1] < losses[0]
