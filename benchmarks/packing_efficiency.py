@@ -9,8 +9,6 @@ batches of 32 through seqio's PrefixLM converter with the byte vocabulary.
 import argparse
 import tempfile
 
-import numpy as np
-
 from mathft_jax.data import math_dataset
 from mathft_jax.data.seqio_source import SeqioSource
 

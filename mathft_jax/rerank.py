@@ -122,7 +122,6 @@ def rerank(*, candidates: str, references: str, output_dir: str, scores: Optiona
                            "degraded_problems": sum(bool(g.get("degraded")) for g in graded)}
   os.makedirs(output_dir, exist_ok=True)
   _write_graded(os.path.join(output_dir, "graded.jsonl"), ids, by_problem, graded, refs)
-  _write_atomic_json(os.path.join(output_dir, "metrics.json"), metrics)
   _write_report(os.path.join(output_dir, "report.md"), metrics, n, k_clusters)
   _plot(os.path.join(output_dir, "accuracy_vs_n.png"), metrics, ks, k_clusters)
   t_total = time.time() - t0

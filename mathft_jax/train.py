@@ -68,8 +68,7 @@ def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSourc
     logger.text(f"started from {initial_checkpoint_path or 'random init'}; {param_count(model_config):,} params")
 
   batches = host_batches(train_data, start, num_data_shards)
-  global_tokens = None
-  flops_per_token = model_flops_per_token(model_config)
+  global_tokens = flops_per_token = None
   peak = peak_flops_per_device()
   window_start, window_steps = time.time(), 0
   step = start
@@ -78,6 +77,7 @@ def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSourc
       host_batch = next(batches)
       if global_tokens is None:
         global_tokens = host_batch["decoder_input_tokens"].size * jax.process_count()
+        flops_per_token = model_flops_per_token(model_config, host_batch["decoder_input_tokens"].shape[-1])
       state, metrics = trainer.train_step(state, host_batch)
       step += 1
       window_steps += 1

@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import tarfile
-from fractions import Fraction
 
 import numpy as np
 import pytest

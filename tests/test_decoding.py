@@ -69,6 +69,16 @@ def test_first_token_distribution_matches_softmax(tiny, sampler):
     assert support.sum() == 5
   if isinstance(sampler, TopP):
     assert 1 < support.sum() < cfg.vocab_size
+  if isinstance(sampler, (TopK, TopP)):  # the truncation set, computed independently of the sampler's code
+    raw = _first_token_probs(cfg, params, prompt, lambda x: x / sampler.temperature)
+    order = np.argsort(-raw)
+    if isinstance(sampler, TopK):
+      expected_support = set(order[:sampler.k].tolist())
+    else:
+      mass_before = np.cumsum(raw[order]) - raw[order]
+      expected_support = set(order[mass_before < sampler.p].tolist())
+    assert set(np.flatnonzero(support).tolist()) == expected_support
+    assert set(np.flatnonzero(counts).tolist()) <= expected_support
 
 
 def test_shared_prefix_samples_and_stops(tiny):
