@@ -12,11 +12,13 @@ import time
 from typing import Callable, Optional
 
 import jax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from mathft_jax import partitioning
 from mathft_jax.checkpointing import Checkpointer, PreemptionGuard
 from mathft_jax.metrics_logging import MetricLogger, model_flops_per_token, peak_flops_per_device
 from mathft_jax.models import DecoderConfig, param_count
+from mathft_jax.models.decoder import stack_layers, unstack_layers
 from mathft_jax.optim import OptimizerConfig
 from mathft_jax.train_step import LossFn, TrainState, next_token_loss, summarize
 from mathft_jax.trainer import BatchSource, Trainer, host_batches, params_fingerprint
@@ -27,12 +29,29 @@ def _initial_params(path: str, cfg: DecoderConfig, trainer: Trainer) -> dict:
   import orbax.checkpoint as ocp
   with open(os.path.join(path, "model_config.json")) as f:
     saved = DecoderConfig.from_dict(json.load(f))
-  arch = lambda c: c.replace(dtype="float32", param_dtype="float32", remat=False)  # noqa: E731
+  arch = lambda c: c.replace(dtype="float32", param_dtype="float32", remat="none", scan_layers=False)  # noqa: E731
   if arch(saved) != arch(cfg):
     raise ValueError(f"{path}/model_config.json describes a different architecture than the run's model config:"
                      f"\n  checkpoint: {saved}\n  run:        {cfg}")
   target = trainer.abstract_state.params
-  return ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(path), "params"), target)
+  restore = lambda t: ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(path), "params"), t)  # noqa
+  if not cfg.scan_layers:
+    return restore(target)
+  # Exports hold layer_0..layer_{N-1}: restore each onto its slice of the stacked sharding, then stack in place.
+  shardings = jax.tree_util.tree_map(lambda s: s.sharding, target)
+  with jax.set_mesh(trainer.mesh):
+    return jax.jit(lambda p: stack_layers(p, cfg.num_layers), out_shardings=shardings)(restore(_unstacked(target)))
+
+
+def _unstacked(target: dict) -> dict:
+  """Abstract stacked params -> abstract layer_i params, each sharded like one slice of the stacked array."""
+  def one(s: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
+    spec = tuple(s.sharding.spec) + (None,) * (len(s.shape) - len(s.sharding.spec))
+    return jax.ShapeDtypeStruct(s.shape[1:], s.dtype, sharding=NamedSharding(s.sharding.mesh, PartitionSpec(*spec[1:])))
+  layer = jax.tree_util.tree_map(one, target["layers"])
+  out = {k: v for k, v in target.items() if k != "layers"}
+  out.update({f"layer_{i}": layer for i in range(jax.tree_util.tree_leaves(target["layers"])[0].shape[0])})
+  return out
 
 
 def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSource, train_steps: int,
@@ -103,7 +122,12 @@ def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSourc
     checkpointer.save(step, state, {"batches_consumed": step}, force=True)
   checkpointer.close()
   from mathft_jax.models.convert import save_params
-  save_params(state.params, model_config, os.path.join(model_dir, "export"), overwrite=True)
+  params, export_config = state.params, model_config
+  if model_config.scan_layers:  # exports are always in the unstacked layout (HF imports, mathft-infer)
+    with jax.set_mesh(trainer.mesh):
+      params = jax.jit(unstack_layers)(params)
+    export_config = model_config.replace(scan_layers=False)
+  save_params(params, export_config, os.path.join(model_dir, "export"), overwrite=True)
   if jax.process_index() == 0:  # provenance for mathft-infer's manifest
     with open(os.path.join(model_dir, "export", "train_info.json"), "w") as f:
       json.dump({"step": step, "model_dir": os.path.abspath(model_dir)}, f)

@@ -6,6 +6,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from mathft_jax.models import Decoder, abstract_params, init_cache, init_params, logical_axes, param_count, preset
+from mathft_jax.models.decoder import stack_layers, unstack_layers
 
 # Parameter counts published by the model authors (HF model cards / safetensors metadata).
 PUBLISHED = {
@@ -87,18 +88,53 @@ def test_bfloat16_compute_keeps_float32_params(model):
   assert 0 < err < 0.1 * float(jnp.abs(full).max())
 
 
-def test_remat_changes_nothing_but_memory(model):
+@pytest.mark.parametrize("remat", ["full", "dots", "dots_no_batch", "qkv_mlp"])
+@pytest.mark.parametrize("scan", [False, True])
+def test_remat_policies_and_layer_scan_change_nothing_but_memory(model, remat, scan):
+  """Loss and every gradient equal the plain loop's, for each remat policy, with and without nn.scan."""
   cfg, params = model
   tokens = jax.random.randint(jax.random.PRNGKey(4), (2, 8), 3, 259)
+  segments = jnp.array([[1, 1, 1, 2, 2, 2, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]])
 
   def loss(p, c):
-    logits, _ = Decoder(c).apply({"params": p}, tokens)
+    logits, _ = Decoder(c).apply({"params": p}, tokens, segment_ids=segments)
     return jax.nn.log_softmax(logits).mean()
 
-  g1 = jax.grad(loss)(params, cfg)
-  g2 = jax.grad(loss)(params, cfg.replace(remat=True))
+  l1, g1 = jax.value_and_grad(loss)(params, cfg)
+  variant = cfg.replace(remat=remat, scan_layers=scan)
+  stacked = stack_layers(params, cfg.num_layers) if scan else params
+  l2, g2 = jax.value_and_grad(loss)(stacked, variant)
+  if scan:
+    assert "layers" in g2 and not any(k.startswith("layer_") for k in g2)
+    g2 = unstack_layers(g2)
+  np.testing.assert_allclose(l1, l2, rtol=1e-6)
+  assert jax.tree_util.tree_structure(g1) == jax.tree_util.tree_structure(g2)
   for x, y in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
     np.testing.assert_allclose(x, y, atol=1e-6)
+
+
+def test_scanned_params_carry_a_layers_axis_and_decode_like_the_loop(model):
+  cfg, params = model
+  scanned = cfg.replace(scan_layers=True)
+  specs = logical_axes(scanned)
+  assert specs["layers"]["attn"]["q_kernel"] == PartitionSpec("layers", "embed", "heads", "head_dim")
+  assert jax.tree_util.tree_structure(unstack_layers(stack_layers(params, cfg.num_layers))) == \
+      jax.tree_util.tree_structure(params)
+  tokens = jax.random.randint(jax.random.PRNGKey(5), (2, 6), 3, 259)
+  outs = []
+  for c, p in ((cfg, params), (scanned, stack_layers(params, cfg.num_layers))):
+    cache = init_cache(c, 2, 8)
+    prefill, cache = Decoder(c).apply({"params": p}, tokens[:, :5], cache=cache)
+    step, cache = Decoder(c).apply({"params": p}, tokens[:, 5:], cache=cache)
+    outs.append((prefill, step, cache.keys[-1]))
+  for a, b in zip(*outs):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_old_boolean_remat_reads_as_a_policy():
+  assert preset("tiny", {"remat": True}).remat == "full" and preset("tiny", {"remat": False}).remat == "none"
+  with pytest.raises(ValueError, match="remat must be one of"):
+    preset("tiny", {"remat": "some"})
 
 
 def test_bad_configs_fail_clearly():

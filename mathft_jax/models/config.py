@@ -8,6 +8,10 @@ from typing import Any, Optional
 
 ACTIVATIONS = ("silu", "gelu", "gelu_tanh")
 NORMS = ("rms", "layer")
+# Activation checkpointing per block: "none" keeps every activation; "full" recomputes the whole block in the
+# backward pass; "dots" saves matmul outputs; "dots_no_batch" saves only matmuls without batch dims (weights-like);
+# "qkv_mlp" saves the named q/k/v projections and the MLP hidden (recomputes attention and norms).
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "qkv_mlp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +50,10 @@ class DecoderConfig:
     parallel_block: attention and MLP read the same normalized input and are summed (PaLM).
     rope_theta / rope_scaling: rotary embedding base and optional context-extension scaling.
     dtype: compute dtype of activations ("bfloat16" on accelerators); param_dtype: storage dtype of params.
-    remat: recompute each block's activations in the backward pass (trades FLOPs for memory).
+    remat: activation checkpointing policy per block, one of REMAT_POLICIES (True/False read as "full"/"none").
+    scan_layers: run the blocks with `nn.scan` over one stacked parameter tree (leading "layers" axis): one
+      compiled block instead of num_layers, so compile time stops growing with depth. Exports are always
+      unstacked (`layer_0`..), so checkpoints move between the two layouts.
   """
   vocab_size: int
   d_model: int
@@ -68,9 +75,14 @@ class DecoderConfig:
   rope_scaling: Optional[RopeScaling] = None
   dtype: str = "float32"
   param_dtype: str = "float32"
-  remat: bool = False
+  remat: str = "none"
+  scan_layers: bool = False
 
   def __post_init__(self):
+    if isinstance(self.remat, bool):  # older model_config.json files and overrides say True/False
+      object.__setattr__(self, "remat", "full" if self.remat else "none")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
     if self.norm not in NORMS:

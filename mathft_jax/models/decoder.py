@@ -103,14 +103,24 @@ class Decoder(nn.Module):
     x = constrain(x, ("batch", "length", "embed"))
     cos, sin = rope_tables(positions, cfg)
 
-    block_cls = nn.remat(Block) if cfg.remat else Block
-    new_keys, new_values = [], []
-    for i in range(cfg.num_layers):
-      layer_cache = (cache.keys[i], cache.values[i]) if cache is not None else None
-      x, layer_cache = block_cls(cfg, name=f"layer_{i}")(x, cos, sin, mask, layer_cache, start)
-      if cache is not None:
-        new_keys.append(layer_cache[0])
-        new_values.append(layer_cache[1])
+    block_cls = Block
+    if cfg.remat != "none":
+      block_cls = nn.remat(Block, policy=remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      stacked = (jnp.stack(cache.keys), jnp.stack(cache.values)) if cache is not None else None  # [N, B, S, K, D]
+      scanned = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+                        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
+                        length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+      x, stacked = scanned(cfg, name="layers")(x, cos, sin, mask, stacked, start)
+      new_keys, new_values = (list(stacked[0]), list(stacked[1])) if cache is not None else ([], [])
+    else:
+      new_keys, new_values = [], []
+      for i in range(cfg.num_layers):
+        layer_cache = (cache.keys[i], cache.values[i]) if cache is not None else None
+        x, layer_cache = block_cls(cfg, name=f"layer_{i}")(x, cos, sin, mask, layer_cache, start)
+        if cache is not None:
+          new_keys.append(layer_cache[0])
+          new_values.append(layer_cache[1])
 
     x = Norm(cfg, name="final_norm")(x)
     if cfg.tie_embeddings:
@@ -125,6 +135,30 @@ class Decoder(nn.Module):
       cache = KVCache(keys=tuple(new_keys), values=tuple(new_values), segment_ids=k_segments,
                       index=start + length)
     return logits, cache
+
+
+def remat_policy(name: str):
+  """The jax.checkpoint policy of a DecoderConfig.remat name ("full": save nothing, recompute the block)."""
+  policies = jax.checkpoint_policies
+  return {"full": policies.nothing_saveable, "dots": policies.checkpoint_dots,
+          "dots_no_batch": policies.dots_with_no_batch_dims_saveable,
+          "qkv_mlp": policies.save_only_these_names("qkv", "mlp_hidden")}[name]
+
+
+def stack_layers(params: dict, num_layers: int) -> dict:
+  """Unstacked params (`layer_0`..`layer_{N-1}`) -> the scan layout (`layers`, every leaf with a leading [N])."""
+  out = {k: v for k, v in params.items() if not k.startswith("layer_")}
+  out["layers"] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[params[f"layer_{i}"] for i in range(num_layers)])
+  return out
+
+
+def unstack_layers(params: dict) -> dict:
+  """The scan layout -> `layer_0`..`layer_{N-1}` (the layout of exports and HF imports)."""
+  out = {k: v for k, v in params.items() if k != "layers"}
+  num_layers = jax.tree_util.tree_leaves(params["layers"])[0].shape[0]
+  for i in range(num_layers):
+    out[f"layer_{i}"] = jax.tree_util.tree_map(lambda x, i=i: x[i], params["layers"])
+  return out
 
 
 def abstract_params(cfg: DecoderConfig):

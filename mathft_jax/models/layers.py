@@ -10,6 +10,7 @@ from typing import Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from mathft_jax.models.config import DecoderConfig, RopeScaling
 
@@ -112,6 +113,7 @@ class Attention(nn.Module):
       b = param_with_axes(self, f"{name}_bias", nn.initializers.zeros, shape[1:], (heads_axis, "head_dim"),
                           cfg.param_dtype)
       y = y + b.astype(cfg.dtype)
+    y = checkpoint_name(y, "qkv")  # saved by the "qkv_mlp" remat policy
     return constrain(y, ("batch", "length", heads_axis, "head_dim"))
 
   @nn.compact
@@ -162,5 +164,5 @@ class GatedMlp(nn.Module):
     w_up = param_with_axes(self, "up_kernel", fan_in_init(0, 1), shape_in, ("embed", "mlp"), cfg.param_dtype)
     w_down = param_with_axes(self, "down_kernel", fan_in_init(0, 1), shape_out, ("mlp", "embed"), cfg.param_dtype)
     h = _ACT[cfg.activation](x @ w_gate.astype(cfg.dtype)) * (x @ w_up.astype(cfg.dtype))
-    h = constrain(h, ("batch", "length", "mlp"))
+    h = checkpoint_name(constrain(h, ("batch", "length", "mlp")), "mlp_hidden")  # saved by "qkv_mlp"
     return constrain(h @ w_down.astype(cfg.dtype), ("batch", "length", "embed"))
