@@ -4,7 +4,9 @@
 #
 #   launch/tpu_vm.sh [--dry-run] ACTION --name NAME --zone ZONE [--accelerator v4-32] [--version RUNTIME]
 #                    [--project P] [--queued] [--repo URL] [--branch B] [-- BINARY_ARGS...]
-# ACTION: create | setup | train | infer | rerank | logs | delete
+# ACTION: create | setup | train | infer | rerank | recipe | logs | delete
+# (recipe runs mathft-recipe, e.g. --gin_file=recipes/scale/llama3_8b_v4_32.gin; its RUN_DIR must be a folder every
+# worker sees, e.g. a Cloud Storage FUSE mount, since each host writes its shard of the samples there)
 #
 # Example (SSFT of Gemma-2B on a v4-32, MODEL_DIR on GCS):
 #   launch/tpu_vm.sh train --name ssft --zone us-central2-b --accelerator v4-32 -- \
@@ -23,7 +25,7 @@ REPO="$(git -C "$(dirname "$0")/.." config --get remote.origin.url 2>/dev/null |
 BRANCH="main"
 ARGS=()
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -37,7 +39,7 @@ while [[ $# -gt 0 ]]; do
     --repo) REPO="$2"; shift ;;
     --branch) BRANCH="$2"; shift ;;
     --) shift; ARGS=("$@"); break ;;
-    create|setup|train|infer|rerank|logs|delete) ACTION="$1" ;;
+    create|setup|train|infer|rerank|recipe|logs|delete) ACTION="$1" ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -73,7 +75,7 @@ case "$ACTION" in
     on_all_workers "set -e; (git clone --branch $BRANCH $REPO ~/mathft-jax || git -C ~/mathft-jax pull); \
 cd ~/mathft-jax && python3 -m venv .venv && .venv/bin/pip install -q -U pip && \
 .venv/bin/pip install -q -e . 'jax[tpu]' && mkdir -p ~/logs" ;;
-  train|infer|rerank)
+  train|infer|rerank|recipe)
     # MATHFT_DISTRIBUTED=1: every worker calls jax.distributed.initialize() (TPU pods find the coordinator).
     on_all_workers "cd ~/mathft-jax && MATHFT_DISTRIBUTED=1 .venv/bin/mathft-$ACTION$(quoted_args) \
 2>&1 | tee ~/logs/$ACTION-\$(hostname).log" ;;

@@ -4,7 +4,8 @@ mode="sample": problems (a JSONL file, "math:<manual_dir>:<split>" or "synthetic
   one JSON line per sample: problem_id, sample_id, text, num_tokens, logprob, finish_reason (eos/stop/length).
 mode="score": the samples of `candidates_dir` -> problem_id, sample_id, score = p(correct) / (p(correct) +
   p(incorrect)) under the evaluator prompt (probabilities of the first token where the two labels differ), and
-  loglik = log p(text | generator prompt).
+  loglik = log p(text | generator prompt) summed over the text's num_tokens tokens (the score of a
+  sequence-likelihood evaluator).
 Output: OUTPUT_DIR/manifest.json (checkpoint, step, sampling settings, seed) and OUTPUT_DIR/chunks/
 chunk-<c>.jsonl, each written atomically (temp file + rename); chunk c holds problems [c*K, (c+1)*K) and uses RNG
 fold_in(seed, c), so a restarted or differently sharded run writes the same files; shard s of S does the chunks
@@ -15,16 +16,17 @@ import os
 import time
 from typing import Optional, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mathft_jax import decoding, partitioning
 from mathft_jax.data import prompts as prompt_lib
-from mathft_jax.models import Decoder
+from mathft_jax.models import Decoder, abstract_params
 from mathft_jax.models.convert import load_params
 from mathft_jax.problems import load_problems
-from mathft_jax.text_codec import evaluator_label_ids, get_codec
+from mathft_jax.text_codec import DECODER_START_ID, evaluator_label_ids, get_codec
 
 
 class InferenceInputError(ValueError):
@@ -82,7 +84,7 @@ def _sample_chunk(generate_fns, params, cfg, codec, problems, chunk_rng, setting
   stops = settings["stop_strings"]
   for b, real, padded in _batches(problems, settings["batch_size"]):
     make_prompt = prompt_lib.few_shot_input if settings["prompt_format"] == "few_shot" else prompt_lib.generator_input
-    ids = [codec.encode(make_prompt(p["problem"])) for p in padded]
+    ids = [settings["start"] + codec.encode(make_prompt(p["problem"])) for p in padded]
     length = decoding.bucket_length(max(map(len, ids)))
     if length not in generate_fns:
       generate_fns[length] = decoding.make_generate_fn(
@@ -108,7 +110,7 @@ def _sample_chunk(generate_fns, params, cfg, codec, problems, chunk_rng, setting
   return lines
 
 
-def _score_fn(cfg):
+def _score_fn(cfg, mesh=None):
   decoder = Decoder(cfg)
 
   def score(params, tokens, mask, label_ids, text_tokens, text_weights, text_mask):
@@ -121,17 +123,26 @@ def _score_fn(cfg):
     text_logits, _ = decoder.apply({"params": params}, text_tokens[:, :-1], text_pos[:, :-1], text_mask[:, :-1])
     logp = jnp.take_along_axis(jax.nn.log_softmax(text_logits), text_tokens[:, 1:, None], axis=-1)[..., 0]
     return score, jnp.sum(logp * text_weights[:, 1:], axis=-1)
-  return jax.jit(score)
+  if mesh is None:
+    return jax.jit(score)
+  batch = partitioning.batch_sharding(mesh)
+  params_sharding = partitioning.boxed_to_sharding(abstract_params(cfg), mesh)
+  jitted = jax.jit(score, in_shardings=(params_sharding, batch, batch, None, batch, batch, batch))
+
+  def call(*args):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.DEFAULT_RULES):
+      return jitted(*args)
+  return call
 
 
-def _score_chunk(score_fn, params, codec, candidates, problems_by_id, batch_size) -> list[str]:
+def _score_chunk(score_fn, params, codec, candidates, problems_by_id, batch_size, start: list) -> list[str]:
   prefix_len, correct_id, incorrect_id = evaluator_label_ids(codec)
   prefix, label_ids = codec.encode(prompt_lib.EVALUATOR_LABELS[0])[:prefix_len], (correct_id, incorrect_id)
   lines = []
   for _, real, padded in _batches(candidates, batch_size):
-    eval_ids = [codec.encode(prompt_lib.evaluator_input(problems_by_id[c["problem_id"]], c["text"])) + prefix
+    eval_ids = [start + codec.encode(prompt_lib.evaluator_input(problems_by_id[c["problem_id"]], c["text"])) + prefix
                 for c in padded]
-    gen_prompt = [codec.encode(prompt_lib.generator_input(problems_by_id[c["problem_id"]])) for c in padded]
+    gen_prompt = [start + codec.encode(prompt_lib.generator_input(problems_by_id[c["problem_id"]])) for c in padded]
     gen_full = [p + codec.encode(c["text"]) for p, c in zip(gen_prompt, padded)]
     tokens, mask = decoding.left_pad(eval_ids, decoding.bucket_length(max(map(len, eval_ids))), codec.pad_id)
     text_tokens, text_mask = decoding.left_pad(gen_full, decoding.bucket_length(max(map(len, gen_full))),
@@ -143,7 +154,8 @@ def _score_chunk(score_fn, params, codec, candidates, problems_by_id, batch_size
                                             weights.astype(np.float32), text_mask))
     for i, c in enumerate(real):
       lines.append(json.dumps({"problem_id": c["problem_id"], "sample_id": c["sample_id"], "score": float(score[i]),
-                               "loglik": float(loglik[i])}) + "\n")
+                               "loglik": float(loglik[i]), "num_tokens": len(gen_full[i]) - len(gen_prompt[i])})
+                   + "\n")
   return lines
 
 
@@ -165,22 +177,28 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
           max_new_tokens: int = 512, seed: int = 0, chunk_size: int = 16, batch_size: int = 4,
           shard_id: Optional[int] = None, num_shards: Optional[int] = None, stop_strings: Sequence[str] = (),
           candidates_dir: Optional[str] = None, mesh: Optional[partitioning.MeshConfig] = None,
-          prompt_format: str = "generator") -> int:
+          prompt_format: str = "generator", bos_id: Optional[int] = DECODER_START_ID) -> int:
   """Runs `mode` ("sample" or "score") and returns the number of records this call wrote (0 when all existed).
 
   shard_id / num_shards default to this process's index / the process count (one shard per host).
-  mesh: shard decoding over this host's local devices (prompts over data x fsdp; batch_size must divide evenly).
+  mesh: shard decoding or scoring over this host's local devices (params restored straight into their shards by
+    the logical-axis rules; prompts over data x fsdp, so batch_size must divide evenly).
   prompt_format: "generator" (fine-tuned models) or "few_shot" (4 exemplars, for pretrained checkpoints).
+  bos_id: id put before every prompt (a real token, unlike padding). The default 0 is what the trainer's seqio
+    feature converters put before each example, so fine-tuned models see at inference what they saw in
+    training (without it a byte-level model fine-tuned here garbles words); for a pretrained checkpoint prompted
+    as is, pass its tokenizer's BOS (Gemma 2, Llama-3 128000), or None for no start token.
   """
   if prompt_format not in ("generator", "few_shot"):
     raise ValueError(f"prompt_format must be 'generator' or 'few_shot', got {prompt_format!r}")
+  partitioning.maybe_initialize_distributed()  # one shard per host on a multi-host launch
   shard_id = jax.process_index() if shard_id is None else shard_id
   num_shards = jax.process_count() if num_shards is None else num_shards
   if mode not in ("sample", "score"):
     raise ValueError(f"mode must be 'sample' or 'score', got {mode!r}")
-  cfg, params = load_params(checkpoint_path)
   codec = get_codec(vocabulary)
   device_mesh = partitioning.make_mesh(mesh, jax.local_devices()) if mesh is not None else None
+  cfg, params = load_params(checkpoint_path, device_mesh)
   problem_list = read_problems(problems)
   step = None  # stays None for checkpoints without training provenance (e.g. an HF import)
   if os.path.exists(os.path.join(checkpoint_path, "train_info.json")):
@@ -191,9 +209,10 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
               "vocabulary": vocabulary, "num_samples": num_samples, "temperature": temperature, "top_k": top_k,
               "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed, "chunk_size": chunk_size,
               "batch_size": batch_size, "stop_strings": list(stop_strings), "candidates_dir": candidates_dir,
-              "prompt_format": prompt_format}
+              "prompt_format": prompt_format, "bos_id": bos_id}
   os.makedirs(os.path.join(output_dir, "chunks"), exist_ok=True)
   _check_manifest(output_dir, settings)
+  settings["start"] = [] if bos_id is None else [bos_id]
   if mode == "score":
     if not candidates_dir:
       raise ValueError("mode='score' needs candidates_dir (a mode='sample' output_dir)")
@@ -202,7 +221,7 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
     unknown = sorted({c["problem_id"] for c in items} - set(by_id))
     if unknown:
       raise InferenceInputError(f"{candidates_dir}: candidates for unknown problem ids, e.g. {unknown[:3]}")
-    score_fn = _score_fn(cfg)
+    score_fn = _score_fn(cfg, device_mesh)
   else:
     items = problem_list
     generate_fns: dict = {}
@@ -219,7 +238,7 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
       lines = _sample_chunk(generate_fns, params, cfg, codec, chunk, jax.random.fold_in(jax.random.PRNGKey(seed), c),
                             settings)
     else:
-      lines = _score_chunk(score_fn, params, codec, chunk, by_id, batch_size * num_samples)
+      lines = _score_chunk(score_fn, params, codec, chunk, by_id, batch_size * num_samples, settings["start"])
     _write_atomic(path, lines)
     written += len(lines)
     total_tokens += sum(json.loads(x).get("num_tokens", 0) for x in lines)
@@ -227,6 +246,9 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
     print(f"chunk {c + 1}/{num_chunks}: {written} records, {written / elapsed:.1f} records/s"
           + (f", {total_tokens / elapsed:.0f} tokens/s" if mode == "sample" else ""), flush=True)
   _write_atomic(os.path.join(output_dir, f"shard-{shard_id}-of-{num_shards}.COMPLETE"), [f"{num_chunks}\n"])
+  if jax.process_count() > 1:  # every host returns once all shards are on disk (the next stage reads them all)
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"mathft-infer {output_dir}")
   return written
 
 

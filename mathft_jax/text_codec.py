@@ -8,6 +8,9 @@ import dataclasses
 from typing import Sequence
 
 BYTE_OFFSET = 3
+# seqio's decoder feature converters shift the sequence right with id 0, so a model fine-tuned here always saw
+# id 0 before the first prompt token; inference prepends the same id (see `mathft_jax.infer`, `bos_id`).
+DECODER_START_ID = 0
 
 
 @dataclasses.dataclass(frozen=True)

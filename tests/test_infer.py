@@ -16,7 +16,7 @@ from mathft_jax.data import prompts
 from mathft_jax.infer import InferenceInputError, infer
 from mathft_jax.models import Decoder, init_params, preset
 from mathft_jax.models.convert import save_params
-from mathft_jax.text_codec import ByteCodec
+from mathft_jax.text_codec import DECODER_START_ID, ByteCodec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = dict(mode="sample", problems="synthetic:test:10", num_samples=3, max_new_tokens=16, chunk_size=2,
@@ -94,13 +94,23 @@ def test_score_mode_scores_and_logliks(tmp_path, checkpoint):
   cfg, params = load_params(checkpoint)
   problem = {p["problem_id"]: p["problem"] for p in read_problems(SAMPLE["problems"])}
   sample = _records(samples)[4]
-  prompt = ByteCodec().encode(prompts.generator_input(problem[sample["problem_id"]]))
+  prompt = [DECODER_START_ID] + ByteCodec().encode(prompts.generator_input(problem[sample["problem_id"]]))
   seq = prompt + ByteCodec().encode(sample["text"])
   logits, _ = Decoder(cfg).apply({"params": params}, jnp.asarray([seq[:-1]]))
   logp = jax.nn.log_softmax(logits[0])[jnp.arange(len(prompt) - 1, len(seq) - 1), jnp.asarray(seq[len(prompt):])]
   scored = next(r for r in records if (r["problem_id"], r["sample_id"]) == (sample["problem_id"],
                                                                            sample["sample_id"]))
   assert scored["loglik"] == pytest.approx(float(logp.sum()), abs=1e-3)
+
+
+def test_prompts_start_with_the_id_training_examples_start_with(tmp_path):
+  """seqio's feature converter shifts every packed example right with DECODER_START_ID; inference prepends it."""
+  from mathft_jax.data.seqio_source import SeqioSource
+  path = tmp_path / "t.jsonl"
+  path.write_text(json.dumps({"inputs": "Problem:\n1+1\n\nSolution:\n", "targets": "2"}) + "\n")
+  batch = next(SeqioSource(f"jsonl:{path}", {"inputs": 32, "targets": 8}, 1, shuffle=False).host_batches())
+  tokens = batch["decoder_input_tokens"][0]
+  assert tokens[0] == DECODER_START_ID and tokens[1] == ByteCodec().encode("P")[0]
 
 
 def _command(out, checkpoint):
@@ -129,3 +139,30 @@ def test_kill_then_restart_writes_exactly_the_uninterrupted_output(tmp_path, che
   cmp = filecmp.dircmp(tmp_path / "full" / "chunks", out / "chunks")
   assert not cmp.left_only and not cmp.right_only and not cmp.diff_files  # no stray temp files either
   assert np.isfinite([r["logprob"] for r in records]).all()
+
+
+def test_two_processes_write_their_shards_and_the_union_equals_one_process(tmp_path, checkpoint):
+  """`mathft-infer` on 2 hosts (jax.distributed on 127.0.0.1): each host writes its own shard of the chunks."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+
+  def command(out):
+    return [sys.executable, "-m", "mathft_jax.infer", "--gin_file=runs/infer.gin", f"--gin.OUTPUT_DIR='{out}'",
+            f"--gin.CHECKPOINT_PATH='{checkpoint}'", "--gin.PROBLEMS='synthetic:test:10'", "--gin.NUM_SAMPLES=3",
+            "--gin.MAX_NEW_TOKENS=16", "--gin.infer.infer.chunk_size=2", "--gin.infer.infer.batch_size=2"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  subprocess.run(command(tmp_path / "one"), cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+  procs = [subprocess.Popen(command(tmp_path / "two"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=dict(env, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                                                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+           for i in range(2)]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
+  for i, out in enumerate(outs):  # host i wrote chunks i, i+2, ...: 3 and 2 of the 5
+    assert f"chunk {i + 1}/5" in out and f"chunk {i + 3}/5" in out and f"chunk {2 - i}/5" not in out
+  assert {n for n in os.listdir(tmp_path / "two") if n.endswith(".COMPLETE")} == {
+      "shard-0-of-2.COMPLETE", "shard-1-of-2.COMPLETE"}
+  cmp = filecmp.dircmp(tmp_path / "one" / "chunks", tmp_path / "two" / "chunks")
+  assert not cmp.left_only and not cmp.right_only and not cmp.diff_files and len(cmp.same_files) == 5

@@ -35,6 +35,10 @@ def test_v4_32_ssft_run_commands():
   assert remote_argv[-len(train_args):] == train_args
   assert remote.endswith("| tee ~/logs/train-$(hostname).log")
   assert _dry("tpu_vm.sh", "delete", *zone)[0][:6] == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "ssft"]
+  recipe_args = ["--gin_file=recipes/scale/llama3_8b_v4_32.gin", "--gin.RUN_DIR='/gcs/b/run'"]
+  (recipe,) = _dry("tpu_vm.sh", "recipe", *zone, "--", *recipe_args)
+  assert recipe[-1].startswith("--command=cd ~/mathft-jax && MATHFT_DISTRIBUTED=1 .venv/bin/mathft-recipe ")
+  assert shlex.split(recipe[-1][len("--command="):].split(" 2>&1")[0])[-2:] == recipe_args
 
 
 def test_gpu_host_and_bad_usage():

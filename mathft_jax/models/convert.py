@@ -12,6 +12,7 @@ import json
 import os
 from typing import Callable, Iterator, Optional
 
+import flax.linen as nn
 import jax
 import numpy as np
 from safetensors import safe_open
@@ -200,13 +201,27 @@ def save_params(params: dict, cfg: DecoderConfig, out_dir: str, overwrite: bool 
   return out_dir
 
 
-def load_params(out_dir: str) -> tuple[DecoderConfig, dict]:
-  """Reads what `save_params` wrote: (config, params as jax arrays)."""
+def load_params(out_dir: str, mesh=None) -> tuple[DecoderConfig, dict]:
+  """Reads what `save_params` wrote: (config, params as jax arrays).
+
+  With a `jax.sharding.Mesh`, each array is restored straight into its shards by the logical-axis rules (a model
+  larger than one device's memory never lands whole on one device); without one, onto this host's first device
+  (so each host of a multi-host job gets its own copy, as per-host inference wants).
+  """
   import orbax.checkpoint as ocp
   out_dir = os.path.abspath(out_dir) if "://" not in out_dir else out_dir
   with open(os.path.join(out_dir, "model_config.json")) as f:
     cfg = DecoderConfig.from_dict(json.load(f))
-  return cfg, ocp.StandardCheckpointer().restore(os.path.join(out_dir, "params"))
+  boxed = abstract_params(cfg)
+  if mesh is not None:
+    from mathft_jax import partitioning
+    shardings = partitioning.boxed_to_sharding(boxed, mesh)
+  else:
+    shardings = jax.tree_util.tree_map(lambda _: jax.sharding.SingleDeviceSharding(jax.local_devices()[0]),
+                                       nn.unbox(boxed))
+  target = jax.tree_util.tree_map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                                  nn.unbox(boxed), shardings)
+  return cfg, ocp.StandardCheckpointer().restore(os.path.join(out_dir, "params"), target)
 
 
 def main(argv: Optional[list] = None) -> None:
