@@ -3,6 +3,7 @@
 Only binaries' `__main__` code imports this; library modules stay free of gin. Gin files are looked up in the
 search paths, then the current directory, then this repository's `gin/` folder.
 """
+import logging
 import os
 import sys
 from typing import Callable, Optional, Sequence
@@ -43,16 +44,26 @@ def resolve(path: str, search_paths: Sequence[str]) -> str:
   raise FileNotFoundError(f"gin file {path!r} not found; looked in: {candidates}")
 
 
+def _quiet_include_probes(record: logging.LogRecord) -> bool:
+  """gin logs an ERROR for every search path an `include` misses before the one that has the file."""
+  return not str(record.msg).startswith("Path not found")
+
+
 def parse(argv: Sequence[str]) -> None:
   files, bindings, paths = parse_flags(argv)
   search = paths + [os.getcwd(), REPO_GIN_DIR]
   for path in search:
     gin.add_config_file_search_path(path)
-  for path in [resolve(f, search) for f in files]:
-    try:
-      gin.parse_config_file(path)
-    except Exception as e:  # gin's parser and Python's tokenizer raise several types; keep their text
-      raise GinConfigError(f"{path}: {type(e).__name__}: {e}") from e
+  root = logging.getLogger()
+  root.addFilter(_quiet_include_probes)
+  try:
+    for path in [resolve(f, search) for f in files]:
+      try:
+        gin.parse_config_file(path)
+      except Exception as e:  # gin's parser and Python's tokenizer raise several types; keep their text
+        raise GinConfigError(f"{path}: {type(e).__name__}: {e}") from e
+  finally:
+    root.removeFilter(_quiet_include_probes)
   gin.parse_config_files_and_bindings([], bindings, finalize_config=True)
 
 

@@ -35,6 +35,8 @@ class Sampling:
   chunk_size: int = 16
   prompt_format: str = "generator"
   stop_strings: tuple = ()
+  bos_id: Optional[int] = 0  # see mathft_jax.infer: 0 for models fine-tuned here, the tokenizer's BOS for raw ones
+  mesh: Optional[MeshConfig] = None  # decode/score over each host's local devices (needed once params outgrow one)
 
 
 def _log(message: str, start: float) -> None:
@@ -52,8 +54,12 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
                warmup_steps: int = 0, initial_checkpoint_path: Optional[str] = None,
                sampling: Sampling = Sampling(), mesh: MeshConfig = MeshConfig(), k_clusters: int = 8,
                include_reference_solutions: bool = False, evaluator_feature_lengths: Optional[dict] = None,
-               seed: int = 0) -> dict:
+               seed: int = 0, slice_name: Optional[str] = None, plan_only: bool = False) -> dict:
   """Runs every stage (see the module doc); returns {generator name: metrics.json dict}.
+
+  slice_name: the accelerator slice the run is sized for (a key of `mathft_jax.memory.SLICES`): before any
+  compute, the per-device memory of SSFT, evaluator training and sampling is estimated and printed, and the run
+  stops with the table if a stage would not fit. plan_only: only that check; returns {stage: MemoryEstimate}.
 
   include_reference_solutions: add each training problem's reference solution to the evaluator's data as a
   correct candidate (off in the paper's setting; for small generators that are rarely right, so that problems
@@ -62,9 +68,12 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
   candidate solution + question) gets the generator's inputs+targets length and the label 16 tokens ("seq" pairs
   are generator examples and use the generator's lengths).
   """
-  if evaluator_feature_lengths is None:
-    evaluator_feature_lengths = (task_feature_lengths if evaluator_loss == "seq" else
-                                 {"inputs": sum(task_feature_lengths.values()), "targets": 16})
+  evaluator_feature_lengths = _evaluator_lengths(evaluator_feature_lengths, task_feature_lengths, evaluator_loss)
+  if slice_name or plan_only:
+    plan = memory_plan(model_config, mesh, batch_size, task_feature_lengths, evaluator_feature_lengths,
+                       evaluator_loss, sampling, slice_name)
+    if plan_only:
+      return plan
   from mathft_jax.data.seqio_source import SeqioSource
   from mathft_jax.infer import infer
   from mathft_jax.rerank import rerank
@@ -95,7 +104,8 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
       infer(mode="sample", output_dir=out, checkpoint_path=checkpoint, problems=problems,
             num_samples=1 if greedy else sampling.num_samples, temperature=0.0 if greedy else sampling.temperature,
             max_new_tokens=sampling.max_new_tokens, batch_size=sampling.batch_size, chunk_size=sampling.chunk_size,
-            seed=seed, prompt_format=sampling.prompt_format, stop_strings=sampling.stop_strings)
+            seed=seed, mesh=sampling.mesh, prompt_format=sampling.prompt_format, stop_strings=sampling.stop_strings,
+            bos_id=sampling.bos_id)
     return out
 
   def score(name: str, evaluator: str, candidates: str) -> str:
@@ -103,8 +113,8 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
     if not _done(os.path.join(out, "shard-0-of-1.COMPLETE")):
       _log(f"{name}: evaluator scores for {candidates}", start)
       infer(mode="score", output_dir=out, checkpoint_path=evaluator, problems=test_problems,
-            candidates_dir=candidates, batch_size=sampling.batch_size, num_samples=sampling.num_samples,
-            chunk_size=sampling.chunk_size * sampling.num_samples)
+            candidates_dir=candidates, batch_size=sampling.batch_size, mesh=sampling.mesh, num_samples=sampling.num_samples,
+            chunk_size=sampling.chunk_size * sampling.num_samples, bos_id=sampling.bos_id)
     return out
 
   if ssft_steps:
@@ -137,10 +147,48 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
     if not _done(path(f"eval_{name}", "report", "metrics.json")):
       _log(f"eval_{name}: re-ranking", start)
     results[name] = rerank(candidates=samples, scores=scores, greedy=greedy, references=test_problems,
-                           output_dir=path(f"eval_{name}", "report"), k_clusters=k_clusters)
+                           output_dir=path(f"eval_{name}", "report"), k_clusters=k_clusters,
+                           score_field="likelihood" if evaluator_loss == "seq" else "score")
   _write_report(run_dir, results, sampling.num_samples, k_clusters)
   _log(f"done: {path('report.md')}", start)
   return results
+
+
+def _evaluator_lengths(lengths: Optional[dict], generator_lengths: dict, loss: str) -> dict:
+  if lengths is not None:
+    return lengths
+  return generator_lengths if loss == "seq" else {"inputs": sum(generator_lengths.values()), "targets": 16}
+
+
+def memory_plan(model_config: DecoderConfig, mesh: MeshConfig, batch_size: int, task_feature_lengths: dict,
+                evaluator_feature_lengths: Optional[dict], evaluator_loss: str, sampling: Sampling,
+                slice_name: Optional[str]) -> dict:
+  """{stage: per-device MemoryEstimate} for SSFT, evaluator training and sampling on `slice_name`; prints the
+  tables and raises ValueError when a stage exceeds 90% of a chip's HBM."""
+  from mathft_jax import memory
+  slice_ = memory.SLICES[slice_name] if slice_name else None
+  devices = slice_.chips if slice_ else len(__import__("jax").devices())
+  host_devices = slice_.chips_per_host if slice_ else len(__import__("jax").local_devices())
+  evaluator_lengths = _evaluator_lengths(evaluator_feature_lengths, task_feature_lengths, evaluator_loss)
+  pairs = 2 if evaluator_loss in ("margin", "seq") else 1  # pair batches hold [B, 2, L]
+  plan = {
+      "ssft": memory.estimate_training(model_config, mesh, devices, batch_size,
+                                       sum(task_feature_lengths.values())),
+      "evaluator": memory.estimate_training(model_config, mesh, devices, batch_size * pairs,
+                                            sum(evaluator_lengths.values())),
+      "sampling": memory.estimate_sampling(model_config, sampling.mesh or MeshConfig(1, 1, 1),
+                                           host_devices if sampling.mesh else 1, sampling.batch_size,
+                                           sampling.num_samples,
+                                           task_feature_lengths["inputs"] + sampling.max_new_tokens)}
+  too_big = []
+  for stage, estimate in plan.items():
+    print(f"[memory] {stage}, per device:\n{estimate.table(slice_)}", flush=True)
+    if slice_ and estimate.total > 0.9 * slice_.hbm_bytes:
+      too_big.append(stage)
+  if too_big:
+    raise ValueError(f"{', '.join(too_big)} would not fit on {slice_name} (estimates above); lower the per-device "
+                     f"batch, shorten sequences, use remat='full' or a larger mesh")
+  return plan
 
 
 def _evaluator_data(graded_path: str, out_path: str, problems: str, add_references: bool) -> None:
