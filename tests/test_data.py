@@ -245,8 +245,9 @@ def test_evaluator_tasks_yield_labels_and_pair_structure(tmp_path):
             zip(ce["decoder_target_tokens"], ce["decoder_loss_weights"])]
   assert collections.Counter(labels) == {" correct": 7, " incorrect": 7}  # p1: 3 pairs, p3: 4 pairs
   for kind, first_input in (("margin", "Here is a math problem"), ("seq", "Problem:")):
+    lengths = {"inputs": 160, "targets": 48} if kind == "margin" else {"inputs": 96, "targets": 48}
     batch = next(SeqioSource(f"evaluator_{kind}:{graded}", lengths, batch_size=4, seed=3).host_batches(0))
-    assert batch["decoder_input_tokens"].shape == (4, 2, 144)
+    assert batch["decoder_input_tokens"].shape == (4, 2, sum(lengths.values()))
     for row in range(4):
       pos, neg = (vocab.decode(batch["decoder_target_tokens"][row, i].tolist()) for i in (0, 1))
       assert pos.startswith(first_input) and neg.startswith(first_input)
@@ -256,3 +257,20 @@ def test_evaluator_tasks_yield_labels_and_pair_structure(tmp_path):
       else:
         assert "\\boxed{10" not in pos and "\\boxed{10" in neg  # row 0 holds the correct solution
       assert (batch["decoder_loss_weights"][row].sum(axis=1) > 0).all()
+
+
+def test_over_long_evaluator_prompts_lose_their_beginning_not_their_question(tmp_path):
+  import seqio
+
+  from mathft_jax.data.seqio_source import SeqioSource
+  graded = _graded_file(tmp_path / "graded.jsonl")
+  vocab = seqio.ByteVocabulary()
+  for kind in ("ce", "margin"):
+    batch = next(SeqioSource(f"evaluator_{kind}:{graded}", {"inputs": 40, "targets": 16}, batch_size=2,
+                             shuffle=False, pack=False, num_epochs=1).host_batches(0))
+    rows = batch["decoder_target_tokens"].reshape(-1, batch["decoder_target_tokens"].shape[-1])
+    for row in rows:
+      text = vocab.decode([t for t in row.tolist() if t])
+      prompt, _, label = text.rpartition(" is ")
+      assert len(vocab.encode(prompt + " is")) == 40 and prompt.endswith("The above candidate solution")
+      assert label in ("correct", "incorrect") and not text.startswith("Here is")

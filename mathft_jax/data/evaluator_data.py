@@ -16,7 +16,7 @@ which runs after seqio's shuffle so that pairs stay together.
 import collections
 import json
 import random
-from typing import Mapping
+from typing import Mapping, Optional
 
 import seqio
 import tensorflow as tf
@@ -92,7 +92,18 @@ def register_evaluator_task(name: str, graded_path: str, kind: str, vocabulary: 
   from mathft_jax.data.seqio_source import register_text_task
   keys = list(exs[0])
   features = {k: seqio.Feature(vocabulary, add_eos=k.startswith("targets")) for k in keys}
-  return register_text_task(name, {k: [e[k] for e in exs] for k in keys}, features)
+  trims = (keep_input_tails,) if kind in ("ce", "margin") else ()  # "seq" inputs are generator prompts
+  return register_text_task(name, {k: [e[k] for e in exs] for k in keys}, features, trims)
+
+
+def keep_input_tails(dataset: tf.data.Dataset, sequence_length: Optional[dict] = None) -> tf.data.Dataset:
+  """Cuts over-long evaluator prompts from the left: the question that ends the prompt ("The above candidate
+  solution is") and the end of the candidate, where its answer is, always reach the model (the default cut
+  from the right would train the label on a prompt without its question)."""
+  if not sequence_length:
+    return dataset
+  return dataset.map(lambda ex: {k: v[-sequence_length[k]:] if k.startswith("inputs") and k in sequence_length else v
+                                 for k, v in ex.items()})
 
 
 def _decoder_row(inputs: tf.Tensor, targets: tf.Tensor, length: int) -> dict:

@@ -43,15 +43,19 @@ def _read_jsonl(path: str) -> dict:
   return {"inputs": inputs, "targets": targets}
 
 
-def register_text_task(name: str, data: dict[str, list[str]], output_features: dict) -> str:
-  """(Re-)registers a task over in-memory text columns (every split reads them); "targets*" columns get EOS."""
+def register_text_task(name: str, data: dict[str, list[str]], output_features: dict,
+                       token_preprocessors: tuple = ()) -> str:
+  """(Re-)registers a task over in-memory text columns (every split reads them); "targets*" columns get EOS.
+
+  token_preprocessors run after tokenization (seqio passes `sequence_length` to those that take it)."""
   def dataset_fn(split, shuffle_files, seed=None):
     del split, shuffle_files, seed
     return tf.data.Dataset.from_tensor_slices(data)
 
   seqio.TaskRegistry.remove(name)
   seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(dataset_fn, splits=("train", "validation", "test")),
-                         preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+                         preprocessors=[seqio.preprocessors.tokenize, *token_preprocessors,
+                                        seqio.preprocessors.append_eos_after_trim],
                          output_features=output_features)
   return name
 
