@@ -49,7 +49,15 @@ def _read_records(path: str) -> dict[str, list[dict]]:
   return dict(merged)
 
 
-def _read_scores(path: str) -> dict[tuple, float]:
+SCORE_FIELDS = ("score", "likelihood")
+
+
+def _read_scores(path: str, field: str = "score") -> dict[tuple, float]:
+  """Scores by (problem_id, sample_id): "score" = the evaluator's p(correct) / (p(correct) + p(incorrect));
+  "likelihood" = exp(loglik / num_tokens), the per-token probability of the solution under a
+  sequence-likelihood evaluator (the "seq" loss), in (0, 1]."""
+  if field not in SCORE_FIELDS:
+    raise ValueError(f"score_field must be one of {SCORE_FIELDS}, got {field!r}")
   out = {}
   files = [path] if os.path.isfile(path) else sorted(
       os.path.join(path, "chunks", n) for n in os.listdir(os.path.join(path, "chunks")) if n.endswith(".jsonl"))
@@ -58,7 +66,9 @@ def _read_scores(path: str) -> dict[tuple, float]:
       for line_no, line in enumerate(handle, 1):
         try:
           r = json.loads(line)
-          out[(str(r["problem_id"]), int(r["sample_id"]))] = float(r["score"])
+          value = (float(r["score"]) if field == "score" else
+                   float(np.exp(float(r["loglik"]) / max(int(r["num_tokens"]), 1))))
+          out[(str(r["problem_id"]), int(r["sample_id"]))] = value
         except (ValueError, KeyError, TypeError) as e:
           raise CandidateFileError(f"{f}:{line_no}: malformed score record ({e!r})") from None
   return out
@@ -71,7 +81,7 @@ def _summary(per_problem: np.ndarray, seed: int, resamples: int) -> dict:
 
 def rerank(*, candidates: str, references: str, output_dir: str, scores: Optional[str] = None,
            greedy: Optional[str] = None, k_clusters: int = 8, num_subsets: int = 100, num_workers: int = 0,
-           bootstrap: int = 1000, seed: int = 0) -> dict:
+           bootstrap: int = 1000, seed: int = 0, score_field: str = "score") -> dict:
   """Grades, clusters and re-ranks; writes the outputs (see the module doc) and returns metrics.json's dict."""
   t0 = time.time()
   refs = read_references(references)
@@ -80,7 +90,7 @@ def rerank(*, candidates: str, references: str, output_dir: str, scores: Optiona
   if unknown:
     raise CandidateFileError(f"{candidates}: {len(unknown)} problem ids are not in {references}, e.g. {unknown[:3]}")
   ids = sorted(by_problem)
-  score_map = _read_scores(scores) if scores else {}
+  score_map = _read_scores(scores, score_field) if scores else {}
   missing = sum((pid, int(r["sample_id"])) not in score_map for pid in ids for r in by_problem[pid]) if scores else 0
   use_scores = bool(scores) and missing == 0
   graded = list(grade_problems([([r["text"] for r in by_problem[p]], refs[p]["answer"]) for p in ids],
@@ -116,6 +126,7 @@ def rerank(*, candidates: str, references: str, output_dir: str, scores: Optiona
     metrics["evaluator"] = rm.classifier_metrics(np.array(flat_scores), np.array(flat_labels))
   metrics["skipped"] = ([] if use_scores else [f"score-based strategies: {'no scores given' if not scores else f'{missing} candidates have no score'}"])
   metrics["provenance"] = {"candidates": os.path.abspath(candidates), "scores": scores and os.path.abspath(scores),
+                           "score_field": score_field,
                            "greedy": greedy and os.path.abspath(greedy), "references": references,
                            "num_problems": len(ids), "samples_per_problem": n, "ks": ks, "k_clusters": k_clusters,
                            "num_subsets": num_subsets, "bootstrap_resamples": bootstrap, "seed": seed,
@@ -198,9 +209,12 @@ def main(argv=None) -> None:
   p.add_argument("--k_clusters", type=int, default=8)
   p.add_argument("--num_subsets", type=int, default=100)
   p.add_argument("--num_workers", type=int, default=0)
+  p.add_argument("--score_field", default="score", choices=SCORE_FIELDS,
+                 help="score: the evaluator's label probability; likelihood: per-token solution probability (seq)")
   a = p.parse_args(argv)
   rerank(candidates=a.candidates, references=a.references, output_dir=a.output_dir, scores=a.scores,
-         greedy=a.greedy, k_clusters=a.k_clusters, num_subsets=a.num_subsets, num_workers=a.num_workers)
+         greedy=a.greedy, k_clusters=a.k_clusters, num_subsets=a.num_subsets, num_workers=a.num_workers,
+         score_field=a.score_field)
 
 
 if __name__ == "__main__":

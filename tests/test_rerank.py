@@ -93,3 +93,20 @@ def test_bad_inputs_name_file_and_line(tmp_path):
   (tmp_path / "refs.jsonl").write_text(json.dumps({"problem_id": "a", "answer": "3"}) + "\n")
   with pytest.raises(CandidateFileError, match=r"2 problem ids are not in .*refs\.jsonl"):
     rerank(candidates=files["cands"], references=files["refs"], output_dir=str(tmp_path / "r"))
+
+
+def test_likelihood_scores_of_a_sequence_evaluator(tmp_path):
+  """score_field="likelihood" ranks by exp(loglik / num_tokens): here the reverse of the label scores."""
+  files = _write(tmp_path)
+  rows = [json.loads(line) for line in open(files["scores"])]
+  with open(files["scores"], "w") as f:
+    for r in rows:  # a long sample with a high total log-likelihood still loses on the per-token figure
+      f.write(json.dumps({**r, "loglik": -10.0 * (1 + r["score"]), "num_tokens": 10}) + "\n")
+  m = rerank(candidates=files["cands"], scores=files["scores"], references=files["refs"],
+             output_dir=str(tmp_path / "lik"), k_clusters=1, score_field="likelihood")
+  # lowest label score now wins: a -> 0.2 ("5", wrong), b -> 0.7 ("1", wrong), c -> 0.1 ("0.5", right)
+  assert m["strategies"]["rr_all"]["4"]["mean"] == pytest.approx(1 / 3)
+  assert m["provenance"]["score_field"] == "likelihood"
+  with pytest.raises(ValueError, match="score_field must be one of"):
+    rerank(candidates=files["cands"], scores=files["scores"], references=files["refs"],
+           output_dir=str(tmp_path / "bad"), score_field="logits")
