@@ -1,6 +1,6 @@
 """Problem sets by name, without TensorFlow (for the inference and re-ranking binaries).
 
-- "synthetic:<split>:<count>": the embedded synthetic domain;
+- "synthetic:<split>:<count>[:<levels>]": the embedded synthetic domain (levels e.g. "1" or "1,3"; default all);
 - "math:<manual_dir>:<split>": MATH from local files (train, test, test500, train_prm), e.g. math:/data/MATH:test500;
 - a JSONL path: lines with problem_id (or unique_id), problem and/or answer, optional level and subject.
 Records: problem_id, problem, answer, level, subject, solution (missing fields are absent).
@@ -17,9 +17,10 @@ class ProblemSetError(ValueError):
 def load_problems(spec: str) -> list[dict]:
   if spec.startswith("synthetic:"):
     from mathft_jax.data.synthetic import generate
-    _, split, count = spec.split(":")
+    _, split, count, *levels = spec.split(":")
+    chosen = tuple(int(x) for x in levels[0].split(",")) if levels else (1, 2, 3, 4, 5)
     return [{"problem_id": r["unique_id"], **{k: r[k] for k in FIELDS}}
-            for r in generate(split, int(count))]
+            for r in generate(split, int(count), levels=chosen)]
   if spec.startswith("math:"):
     from mathft_jax.data.math_dataset import math_splits, read_math
     manual_dir, _, split = spec[len("math:"):].rpartition(":")

@@ -12,6 +12,7 @@ With evaluator_steps=0 only SSFT and its evaluation run (majority voting; the fe
 ssft_steps=0 and prompt_format="few_shot").
 """
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -47,6 +48,24 @@ def _done(path: str) -> bool:
   return os.path.exists(path)
 
 
+def _infer_done(output_dir: str) -> bool:
+  """Every host's shard of a mathft-infer output is complete (one shard per process)."""
+  import jax
+  n = jax.process_count()
+  return all(_done(os.path.join(output_dir, f"shard-{i}-of-{n}.COMPLETE")) for i in range(n))
+
+
+def _on_first_host(label: str, fn):
+  """Runs fn on process 0 only (grading, re-ranking and reports write shared files), then every host waits for
+  it; returns fn's result on process 0 and None elsewhere."""
+  import jax
+  result = fn() if jax.process_index() == 0 else None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"mathft-recipe {label}")
+  return result
+
+
 def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str, task_feature_lengths: dict,
                train_problems: str, test_problems: str, ssft_steps: int, evaluator_steps: int = 0,
                multitask_steps: int = 0, evaluator_loss: str = "ce", run_control: bool = True,
@@ -64,9 +83,9 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
   include_reference_solutions: add each training problem's reference solution to the evaluator's data as a
   correct candidate (off in the paper's setting; for small generators that are rarely right, so that problems
   with only incorrect samples still give pairs).
-  evaluator_feature_lengths: lengths of the evaluator task; by default the evaluator prompt (problem + whole
-  candidate solution + question) gets the generator's inputs+targets length and the label 16 tokens ("seq" pairs
-  are generator examples and use the generator's lengths).
+  evaluator_feature_lengths: lengths of the "ce"/"margin" evaluator task; by default the evaluator prompt
+  (problem + whole candidate solution + question) gets the generator's inputs+targets length and the label 16
+  tokens. "seq" pairs are generator examples and always use task_feature_lengths (this setting is ignored).
   """
   evaluator_feature_lengths = _evaluator_lengths(evaluator_feature_lengths, task_feature_lengths, evaluator_loss)
   if slice_name or plan_only:
@@ -99,7 +118,7 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
 
   def sample(name: str, checkpoint: str, problems: str, greedy: bool) -> str:
     out = path(name)
-    if not _done(os.path.join(out, "shard-0-of-1.COMPLETE")):
+    if not _infer_done(out):
       _log(f"{name}: {'greedy' if greedy else f'{sampling.num_samples} samples'} on {problems}", start)
       infer(mode="sample", output_dir=out, checkpoint_path=checkpoint, problems=problems,
             num_samples=1 if greedy else sampling.num_samples, temperature=0.0 if greedy else sampling.temperature,
@@ -110,7 +129,7 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
 
   def score(name: str, evaluator: str, candidates: str) -> str:
     out = path(name)
-    if not _done(os.path.join(out, "shard-0-of-1.COMPLETE")):
+    if not _infer_done(out):
       _log(f"{name}: evaluator scores for {candidates}", start)
       infer(mode="score", output_dir=out, checkpoint_path=evaluator, problems=test_problems,
             candidates_dir=candidates, batch_size=sampling.batch_size, mesh=sampling.mesh, num_samples=sampling.num_samples,
@@ -130,8 +149,11 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
     graded = path("train_graded", "evaluator_data.jsonl")
     if not _done(graded):
       _log("train_graded: grading training samples", start)
-      rerank(candidates=samples, references=train_problems, output_dir=path("train_graded"), k_clusters=k_clusters)
-      _evaluator_data(path("train_graded", "graded.jsonl"), graded, train_problems, include_reference_solutions)
+
+      def grade():
+        rerank(candidates=samples, references=train_problems, output_dir=path("train_graded"), k_clusters=k_clusters)
+        _evaluator_data(path("train_graded", "graded.jsonl"), graded, train_problems, include_reference_solutions)
+      _on_first_host("train_graded", grade)
     evaluator = train_stage("evaluator", f"evaluator_{evaluator_loss}:{os.path.abspath(graded)}", evaluator_steps,
                             ssft, evaluator_learning_rate or learning_rate, evaluator_loss, evaluator_feature_lengths)
     if multitask_steps:
@@ -146,18 +168,21 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
     scores = score(f"eval_{name}/scores", evaluator, samples) if evaluator else None
     if not _done(path(f"eval_{name}", "report", "metrics.json")):
       _log(f"eval_{name}: re-ranking", start)
-    results[name] = rerank(candidates=samples, scores=scores, greedy=greedy, references=test_problems,
-                           output_dir=path(f"eval_{name}", "report"), k_clusters=k_clusters,
-                           score_field="likelihood" if evaluator_loss == "seq" else "score")
-  _write_report(run_dir, results, sampling.num_samples, k_clusters)
+    report = path(f"eval_{name}", "report")
+    _on_first_host(f"eval_{name}", lambda: rerank(
+        candidates=samples, scores=scores, greedy=greedy, references=test_problems, output_dir=report,
+        k_clusters=k_clusters, score_field="likelihood" if evaluator_loss == "seq" else "score"))
+    with open(os.path.join(report, "metrics.json")) as f:
+      results[name] = json.load(f)
+  _on_first_host("report", lambda: _write_report(run_dir, results, sampling.num_samples, k_clusters))
   _log(f"done: {path('report.md')}", start)
   return results
 
 
 def _evaluator_lengths(lengths: Optional[dict], generator_lengths: dict, loss: str) -> dict:
-  if lengths is not None:
-    return lengths
-  return generator_lengths if loss == "seq" else {"inputs": sum(generator_lengths.values()), "targets": 16}
+  if loss == "seq":  # pairs of generator examples: the solution must not be cut to the label's length
+    return generator_lengths
+  return lengths if lengths is not None else {"inputs": sum(generator_lengths.values()), "targets": 16}
 
 
 def memory_plan(model_config: DecoderConfig, mesh: MeshConfig, batch_size: int, task_feature_lengths: dict,
@@ -225,7 +250,10 @@ def _write_report(run_dir: str, results: dict, n: int, k: int) -> None:
     lines.append(f"| {label.format(n=n, k=k)} | " + " | ".join(cells) + " |")
   for name, metrics in results.items():
     if "evaluator" in metrics:
-      lines.append(f"\nEvaluator on {name}'s test samples: AUC {metrics['evaluator']['auc']:.3f}.")
+      e = metrics["evaluator"]
+      lines.append(f"\nEvaluator on {name}'s test samples: AUC {e['auc']:.3f}, within a problem "
+                   f"{e.get('within_problem_auc', float('nan')):.3f} ({e.get('within_problem_count', 0)} problems "
+                   "with correct and incorrect samples).")
   with open(os.path.join(run_dir, "report.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   first = next(iter(results))

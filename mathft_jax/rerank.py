@@ -123,7 +123,8 @@ def rerank(*, candidates: str, references: str, output_dir: str, scores: Optiona
   if use_scores:
     flat_scores = [score_map[(p, int(r["sample_id"]))] for p in ids for r in by_problem[p]]
     flat_labels = [c for g in graded for c in g["correct"]]
-    metrics["evaluator"] = rm.classifier_metrics(np.array(flat_scores), np.array(flat_labels))
+    flat_groups = [p for p in ids for _ in by_problem[p]]
+    metrics["evaluator"] = rm.classifier_metrics(np.array(flat_scores), np.array(flat_labels), flat_groups)
   metrics["skipped"] = ([] if use_scores else [f"score-based strategies: {'no scores given' if not scores else f'{missing} candidates have no score'}"])
   metrics["provenance"] = {"candidates": os.path.abspath(candidates), "scores": scores and os.path.abspath(scores),
                            "score_field": score_field,
@@ -174,7 +175,8 @@ def _write_report(path: str, metrics: dict, n: int, k: int) -> None:
       lines.append(f"| {LABELS[name].format(n=n, k=k)} | {_cell(metrics['strategies'][name][str(n)])} |")
   if "evaluator" in metrics:
     e = metrics["evaluator"]
-    lines += ["", f"Evaluator as a classifier: AUC {e['auc']:.3f}, accuracy at 0.5 {e['accuracy_at_0.5']:.1%}, "
+    lines += ["", f"Evaluator as a classifier: AUC {e['auc']:.3f} (within a problem {e['within_problem_auc']:.3f} over "
+              f"{e['within_problem_count']} problems with both), accuracy at 0.5 {e['accuracy_at_0.5']:.1%}, "
               f"expected calibration error {e['expected_calibration_error']:.3f}."]
   for reason in metrics["skipped"]:
     lines += ["", f"Skipped: {reason}."]

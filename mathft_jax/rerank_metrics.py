@@ -115,15 +115,26 @@ def bootstrap_ci(per_problem: np.ndarray, num_resamples: int = 1000, seed: int =
   return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def classifier_metrics(scores: np.ndarray, labels: np.ndarray, bins: int = 10) -> dict:
-  """The evaluator as a classifier of correctness: AUC, accuracy at 0.5, reliability bins."""
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+  if not (pos.size and neg.size):
+    return float("nan")
+  ranks = scipy.stats.rankdata(np.concatenate([pos, neg]))  # Mann-Whitney U with average ranks for ties
+  return float((ranks[:pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+
+
+def classifier_metrics(scores: np.ndarray, labels: np.ndarray, groups=None, bins: int = 10) -> dict:
+  """The evaluator as a classifier of correctness: pooled AUC, accuracy at 0.5, reliability bins; with `groups`
+  (a problem id per sample) also the within-problem AUC, the mean AUC over problems that have both correct and
+  incorrect samples: what re-ranking uses (a score that only tells easy problems from hard ones has a high pooled
+  AUC and a within-problem AUC of 0.5)."""
   scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
-  pos, neg = scores[labels], scores[~labels]
-  if pos.size and neg.size:  # Mann-Whitney U with average ranks for ties
-    ranks = scipy.stats.rankdata(np.concatenate([pos, neg]))
-    auc = (ranks[:pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size)
-  else:
-    auc = float("nan")
+  auc = _auc(scores[labels], scores[~labels])
+  within = {}
+  if groups is not None:
+    groups = np.asarray(groups)
+    per = [_auc(scores[(groups == g) & labels], scores[(groups == g) & ~labels]) for g in np.unique(groups)]
+    per = [a for a in per if not np.isnan(a)]
+    within = {"within_problem_auc": float(np.mean(per)) if per else float("nan"), "within_problem_count": len(per)}
   edges = np.linspace(0, 1, bins + 1)
   which = np.clip(np.digitize(scores, edges) - 1, 0, bins - 1)
   reliability = [{"low": float(edges[b]), "high": float(edges[b + 1]), "count": int((which == b).sum()),
@@ -131,6 +142,6 @@ def classifier_metrics(scores: np.ndarray, labels: np.ndarray, bins: int = 10) -
                   "fraction_correct": float(labels[which == b].mean()) if (which == b).any() else None}
                  for b in range(bins)]
   ece = sum(r["count"] * abs(r["mean_score"] - r["fraction_correct"]) for r in reliability if r["count"])
-  return {"auc": float(auc), "accuracy_at_0.5": float(((scores >= 0.5) == labels).mean()),
+  return {"auc": auc, **within, "accuracy_at_0.5": float(((scores >= 0.5) == labels).mean()),
           "expected_calibration_error": float(ece / max(len(scores), 1)), "reliability": reliability,
           "num_correct": int(labels.sum()), "num_incorrect": int((~labels).sum())}

@@ -1,7 +1,8 @@
 """Registered seqio tasks and mixtures, one per fine-tuning strategy (names a gin file can pick).
 
 Solution fine-tuning (SSFT), inputs = generator prompt, targets = step-by-step solution:
-- `ssft_synthetic`: the embedded synthetic domain (train 20,000 / validation = test 500 generated problems).
+- `ssft_synthetic`: the embedded synthetic domain (train 20,000 / validation = test 500 generated problems);
+  `ssft_synthetic_level<k>` (k = 1..5): one level alone (the demo trains on level 1, one-digit chains).
 - `ssft_math`: MATH, train = `train_prm` (train + the 4,500 non-MATH500 test problems), validation/test = MATH500.
 - `ssft_math_train7500`: MATH's own train split (7,500), validation/test = MATH500.
 - `ssft_prm800k`: PRM800K's correct step-by-step solutions; `ssft_math_prm800k`: both, mixed by example count.
@@ -38,11 +39,11 @@ def to_generator_example(ex: dict) -> dict:
           "targets": tf.strings.strip(ex["solution"])}
 
 
-def _synthetic_source(num_train: int) -> seqio.DataSource:
+def _synthetic_source(num_train: int, levels=(1, 2, 3, 4, 5)) -> seqio.DataSource:
   def dataset_fn(split, shuffle_files, seed=None):
     del shuffle_files, seed
     name = "train" if split == "train" else "test"
-    records = list(synthetic.generate(name, num_train if name == "train" else 500))
+    records = list(synthetic.generate(name, num_train if name == "train" else 500, levels=levels))
     return tf.data.Dataset.from_tensor_slices({k: [r[k] for r in records] for k in ("problem", "solution")})
   return seqio.FunctionDataSource(dataset_fn, splits=("train", "validation", "test"))
 
@@ -61,6 +62,8 @@ def register(vocabulary: str = "byte", tfds_data_dir: Optional[str] = None, synt
   math_dataset._tfds_builder()  # defining the builder classes registers them with TFDS
   prm800k._tfds_builder()
   _add_task("ssft_synthetic", _synthetic_source(synthetic_train), vocab)
+  for level in range(1, 6):  # one level alone; its problems are "synthetic:<split>:<n>:<level>"
+    _add_task(f"ssft_synthetic_level{level}", _synthetic_source(synthetic_train, (level,)), vocab)
   math_splits = {"validation": "test500", "test": "test500"}
   _add_task("ssft_math", seqio.TfdsDataSource("mathft_math:1.0.0", tfds_data_dir=tfds_data_dir,
                                               splits={"train": "train_prm", **math_splits}), vocab)

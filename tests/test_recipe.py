@@ -4,7 +4,7 @@ import os
 
 from mathft_jax.models import preset
 from mathft_jax.partitioning import MeshConfig
-from mathft_jax.recipe import Sampling, run_recipe
+from mathft_jax.recipe import Sampling, _evaluator_lengths, run_recipe
 
 
 def test_recipe_smoke_run_and_resume(tmp_path, capsys):
@@ -30,8 +30,18 @@ def test_recipe_smoke_run_and_resume(tmp_path, capsys):
     assert len(scores) == 8 and all(0 < s["score"] < 1 for s in scores)
   report = open(tmp_path / "report.md").read()
   assert "| metric | ssft | multitask | continued |" in report and "RR.Top-8@2" in report
+  assert "within a problem" in report
   assert os.path.getsize(tmp_path / "accuracy_vs_n.png") > 1000
   capsys.readouterr()
   run_recipe(**kwargs)  # everything exists: no stage runs again
   log = capsys.readouterr().out
   assert "done earlier" in log and "steps on" not in log and "samples on" not in log
+
+
+def test_seq_pairs_keep_the_generator_lengths():
+  generator = {"inputs": 64, "targets": 128}
+  ce = {"inputs": 320, "targets": 16}
+  assert _evaluator_lengths(ce, generator, "ce") == ce
+  assert _evaluator_lengths(None, generator, "margin") == {"inputs": 192, "targets": 16}
+  # a ce-sized override must not cut "seq" solutions to the label's 16 tokens
+  assert _evaluator_lengths(ce, generator, "seq") == generator

@@ -113,6 +113,19 @@ def test_classifier_metrics():
   assert sum(b["count"] for b in m["reliability"]) == 4
 
 
+def test_within_problem_auc_ignores_problem_difficulty():
+  # a is easy (mostly correct, high scores), b is hard (low scores): the pooled AUC rewards telling a from b,
+  # yet within a the incorrect sample scores highest and within b all scores tie; c (all correct) does not count.
+  scores = np.array([0.9, 0.9, 0.9, 0.95, 0.1, 0.1, 0.1, 0.1, 0.5, 0.6])
+  labels = np.array([1, 1, 1, 0, 1, 0, 0, 0, 1, 1], bool)
+  groups = np.array(["a"] * 4 + ["b"] * 4 + ["c"] * 2)
+  m = classifier_metrics(scores, labels, groups)
+  # pooled: correct {.9 x3, .1, .5, .6} vs incorrect {.95, .1 x3}: (3 x 3 + 1.5 + 3 + 3) / 24
+  assert m["auc"] == 16.5 / 24
+  assert m["within_problem_auc"] == 0.25 and m["within_problem_count"] == 2
+  assert "within_problem_auc" not in classifier_metrics(scores, labels)
+
+
 def test_bootstrap_ci_brackets_the_mean():
   values = np.random.default_rng(0).random(400) < 0.3
   low, high = bootstrap_ci(values)

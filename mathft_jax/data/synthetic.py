@@ -1,6 +1,6 @@
 """The embedded default domain: seeded multi-step math problems with step-by-step LaTeX solutions.
 
-Five levels: (1) integer arithmetic, (2) fraction arithmetic, (3) linear equations, (4) word problems with
+Five levels: (1) chains of one-digit additions and subtractions, (2) fraction arithmetic, (3) linear equations, (4) word problems with
 fractions of a quantity, (5) equations with brackets on both sides. Solutions end in `\\boxed{}`, and the boxed
 answer takes one of its equivalent forms (`\\frac{3}{4}`, `\\dfrac{3}{4}`, `\\frac34`, `0.75` where exact), so that
 answer clustering is exercised. Records have MATH's fields (unique_id, problem, solution, answer, level, subject)
@@ -47,12 +47,17 @@ def _terminating_decimal(v: Fraction):
 
 
 def _level1(rng):
-  a, b, c = rng.randint(2, 60), rng.randint(2, 60), rng.randint(2, 40)
-  s = a + b
-  answer = Fraction(s - c)
-  problem = f"Compute ${a} + {b} - {c}$."
-  steps = [f"First, ${a} + {b} = {s}$.", f"Then, ${s} - {c} = {s - c}$."]
-  return "arithmetic", problem, steps, answer
+  """A chain of 3-7 one-digit additions/subtractions, solved left to right (few facts, many combinations)."""
+  total = rng.randint(1, 9)
+  expr, steps = str(total), []
+  for _ in range(rng.randint(2, 6)):
+    d = rng.randint(1, 9)
+    op = "-" if d < total and rng.random() < 0.4 else "+"
+    new = total + d if op == "+" else total - d
+    expr += f" {op} {d}"
+    steps.append(f"${total} {op} {d} = {new}$")
+    total = new
+  return "arithmetic", f"Compute ${expr}$.", ["From left to right: " + ", then ".join(steps) + "."], Fraction(total)
 
 
 def _level2(rng):
