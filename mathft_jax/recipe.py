@@ -70,6 +70,7 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
                train_problems: str, test_problems: str, ssft_steps: int, evaluator_steps: int = 0,
                multitask_steps: int = 0, evaluator_loss: str = "ce", run_control: bool = True,
                batch_size: int = 16, learning_rate: float = 1e-5, evaluator_learning_rate: Optional[float] = None,
+               multitask_learning_rate: Optional[float] = None,
                warmup_steps: int = 0, initial_checkpoint_path: Optional[str] = None,
                sampling: Sampling = Sampling(), mesh: MeshConfig = MeshConfig(), k_clusters: int = 8,
                include_reference_solutions: bool = False, evaluator_feature_lengths: Optional[dict] = None,
@@ -80,6 +81,8 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
   compute, the per-device memory of SSFT, evaluator training and sampling is estimated and printed, and the run
   stops with the table if a stage would not fit. plan_only: only that check; returns {stage: MemoryEstimate}.
 
+  learning_rate: peak learning rate of SSFT; evaluator_learning_rate and multitask_learning_rate (stage 3 and the
+  continued control, which start from trained models) default to it.
   include_reference_solutions: add each training problem's reference solution to the evaluator's data as a
   correct candidate (off in the paper's setting; for small generators that are rarely right, so that problems
   with only incorrect samples still give pairs).
@@ -157,10 +160,11 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
     evaluator = train_stage("evaluator", f"evaluator_{evaluator_loss}:{os.path.abspath(graded)}", evaluator_steps,
                             ssft, evaluator_learning_rate or learning_rate, evaluator_loss, evaluator_feature_lengths)
     if multitask_steps:
-      generators["multitask"] = train_stage("multitask", generator_task, multitask_steps, evaluator, learning_rate)
+      generators["multitask"] = train_stage("multitask", generator_task, multitask_steps, evaluator,
+                                            multitask_learning_rate or learning_rate)
     if run_control and multitask_steps:
       generators["continued"] = train_stage("continued", generator_task, evaluator_steps + multitask_steps, ssft,
-                                            learning_rate)
+                                            multitask_learning_rate or learning_rate)
   results = {}
   for name, checkpoint in generators.items():
     greedy = sample(f"eval_{name}/greedy", checkpoint, test_problems, greedy=True)
@@ -236,7 +240,8 @@ def _evaluator_data(graded_path: str, out_path: str, problems: str, add_referenc
 
 ROWS = (("pass@1 (greedy)", "greedy_pass@1", None), ("pass@1 (sampled)", "pass", "1"), ("maj1@{n}", "maj1", "n"),
         ("RR.All@{n}", "rr_all", "n"), ("RR.Top-{k}@{n}", "rr_topk", "n"), ("W.RR.Maj{k}@{n}", "wrr_majk", "n"),
-        ("pass@{n}", "pass", "n"))
+        ("pass@{n}", "pass", "n"),
+        ("RR.All@{n}, generator likelihood (control)", "generator_rr_all", "n"))
 
 
 def _write_report(run_dir: str, results: dict, n: int, k: int) -> None:
@@ -254,6 +259,10 @@ def _write_report(run_dir: str, results: dict, n: int, k: int) -> None:
       lines.append(f"\nEvaluator on {name}'s test samples: AUC {e['auc']:.3f}, within a problem "
                    f"{e.get('within_problem_auc', float('nan')):.3f} ({e.get('within_problem_count', 0)} problems "
                    "with correct and incorrect samples).")
+    if "generator_likelihood" in metrics:
+      e = metrics["generator_likelihood"]
+      lines.append(f"\nControl, {name}'s own per-token likelihood of its samples as the score (no evaluator): AUC "
+                   f"{e['auc']:.3f}, within a problem {e['within_problem_auc']:.3f}.")
   with open(os.path.join(run_dir, "report.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   first = next(iter(results))

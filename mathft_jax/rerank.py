@@ -24,7 +24,17 @@ from mathft_jax.grading.batch import CandidateFileError, grade_problems, read_ca
 from mathft_jax.problems import load_problems
 
 LABELS = {"maj1": "Maj1@{n}", "rr_all": "RR.All@{n}", "rr_topk": "RR.Top-{k}@{n}", "wrr": "W.RR@{n}",
-          "wrr_majk": "W.RR.Maj{k}@{n}", "pass": "pass@{n}", "majk": "maj{k}@{n}"}
+          "wrr_majk": "W.RR.Maj{k}@{n}", "pass": "pass@{n}", "majk": "maj{k}@{n}",
+          "generator_rr_all": "RR.All@{n}, generator likelihood (control)"}
+
+
+def _generator_likelihoods(records: list[dict]):
+  """exp(logprob / num_tokens) per sample, the generator's own per-token probability of what it sampled (both
+  fields are in mathft-infer's sample records); None when a record lacks them."""
+  try:
+    return np.array([np.exp(float(r["logprob"]) / max(int(r["num_tokens"]), 1)) for r in records])
+  except (KeyError, TypeError, ValueError):
+    return None
 
 
 def read_references(spec: str) -> dict[str, dict]:
@@ -98,10 +108,16 @@ def rerank(*, candidates: str, references: str, output_dir: str, scores: Optiona
   t_grade = time.time() - t0
   n = min(len(by_problem[p]) for p in ids)
   ks = sorted({2 ** i for i in range(int(np.log2(n)) + 1)} | {n})
+  generator_scores = {p: _generator_likelihoods(by_problem[p]) for p in ids}
+  use_generator = all(v is not None for v in generator_scores.values())
   curves = {}
   for j, (pid, g) in enumerate(zip(ids, graded)):
     s = np.array([score_map[(pid, int(r["sample_id"]))] for r in by_problem[pid]][:n]) if use_scores else None
     curves[pid] = rm.problem_curves(g["clusters"][:n], g["correct"][:n], s, ks, k_clusters, num_subsets, seed + j)
+    if use_generator:  # the control: would re-ranking by the generator's own likelihood do as well?
+      control = rm.problem_curves(g["clusters"][:n], g["correct"][:n], generator_scores[pid][:n], ks, k_clusters,
+                                  num_subsets, seed + j)
+      curves[pid]["generator_rr_all"] = control["rr_all"]
   names = list(curves[ids[0]])
   metrics = {"strategies": {}, "by_level": {}, "by_subject": {}}
   for name in names:
@@ -125,6 +141,10 @@ def rerank(*, candidates: str, references: str, output_dir: str, scores: Optiona
     flat_labels = [c for g in graded for c in g["correct"]]
     flat_groups = [p for p in ids for _ in by_problem[p]]
     metrics["evaluator"] = rm.classifier_metrics(np.array(flat_scores), np.array(flat_labels), flat_groups)
+  if use_generator:
+    metrics["generator_likelihood"] = rm.classifier_metrics(
+        np.concatenate([generator_scores[p] for p in ids]), np.array([c for g in graded for c in g["correct"]]),
+        [p for p in ids for _ in by_problem[p]])
   metrics["skipped"] = ([] if use_scores else [f"score-based strategies: {'no scores given' if not scores else f'{missing} candidates have no score'}"])
   metrics["provenance"] = {"candidates": os.path.abspath(candidates), "scores": scores and os.path.abspath(scores),
                            "score_field": score_field,
@@ -170,7 +190,7 @@ def _write_report(path: str, metrics: dict, n: int, k: int) -> None:
   if "greedy_pass@1" in metrics:
     lines.append(f"| pass@1 (greedy) | {_cell(metrics['greedy_pass@1'])} |")
   lines.append(f"| pass@1 (sampled) | {_cell(metrics['strategies']['pass']['1'])} |")
-  for name in ("maj1", "rr_all", "rr_topk", "wrr", "wrr_majk", "majk", "pass"):
+  for name in ("maj1", "rr_all", "rr_topk", "wrr", "wrr_majk", "majk", "pass", "generator_rr_all"):
     if name in metrics["strategies"]:
       lines.append(f"| {LABELS[name].format(n=n, k=k)} | {_cell(metrics['strategies'][name][str(n)])} |")
   if "evaluator" in metrics:
@@ -178,6 +198,10 @@ def _write_report(path: str, metrics: dict, n: int, k: int) -> None:
     lines += ["", f"Evaluator as a classifier: AUC {e['auc']:.3f} (within a problem {e['within_problem_auc']:.3f} over "
               f"{e['within_problem_count']} problems with both), accuracy at 0.5 {e['accuracy_at_0.5']:.1%}, "
               f"expected calibration error {e['expected_calibration_error']:.3f}."]
+  if "generator_likelihood" in metrics:
+    e = metrics["generator_likelihood"]
+    lines += ["", f"The generator's own per-token likelihood as a classifier (control): AUC {e['auc']:.3f} (within a "
+              f"problem {e['within_problem_auc']:.3f})."]
   for reason in metrics["skipped"]:
     lines += ["", f"Skipped: {reason}."]
   with open(path, "w") as f:

@@ -1,10 +1,15 @@
 """CI-sized smoke run of the whole recipe: every stage's outputs exist and are well-formed; a rerun resumes."""
 import json
 import os
+import socket
+import subprocess
+import sys
 
 from mathft_jax.models import preset
 from mathft_jax.partitioning import MeshConfig
 from mathft_jax.recipe import Sampling, _evaluator_lengths, run_recipe
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_recipe_smoke_run_and_resume(tmp_path, capsys):
@@ -45,3 +50,34 @@ def test_seq_pairs_keep_the_generator_lengths():
   assert _evaluator_lengths(None, generator, "margin") == {"inputs": 192, "targets": 16}
   # a ce-sized override must not cut "seq" solutions to the label's 16 tokens
   assert _evaluator_lengths(ce, generator, "seq") == generator
+
+
+def test_two_hosts_share_the_run_dir(tmp_path):
+  """mathft-recipe on 2 processes (jax.distributed on 127.0.0.1): training with per-host data shards, each host
+  samples its shard, process 0 alone grades, re-ranks and writes the report, and both hosts finish."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  command = [sys.executable, "-m", "mathft_jax.recipe", "--gin_file=models/tiny.gin", "--gin_file=recipes/demo.gin",
+             f"--gin.RUN_DIR='{tmp_path}'", "--gin.config.preset.overrides={'num_layers': 1}",
+             "--gin.TRAIN_PROBLEMS='synthetic:train:4:1'", "--gin.TEST_PROBLEMS='synthetic:test:4:1'",
+             "--gin.SSFT_STEPS=2", "--gin.EVALUATOR_STEPS=2", "--gin.MULTITASK_STEPS=0", "--gin.NUM_SAMPLES=2",
+             "--gin.BATCH_SIZE=8", "--gin.recipe.Sampling.max_new_tokens=12", "--gin.recipe.Sampling.batch_size=2",
+             "--gin.recipe.Sampling.chunk_size=2", "--gin.recipe.run_recipe.include_reference_solutions=True"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2")
+  procs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(env, JAX_PROCESS_ID=str(i))) for i in range(2)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
+  for stage in ("train_samples", "eval_ssft/greedy", "eval_ssft/samples", "eval_ssft/scores"):
+    assert {n for n in os.listdir(tmp_path / stage) if n.endswith(".COMPLETE")} == {
+        "shard-0-of-2.COMPLETE", "shard-1-of-2.COMPLETE"}, stage
+  chunks = tmp_path / "eval_ssft" / "samples" / "chunks"
+  assert sorted(os.listdir(chunks)) == ["chunk-00000.jsonl", "chunk-00001.jsonl"]  # 2 problems a chunk, 1 a host
+  assert sum(1 for name in os.listdir(chunks) for _ in open(chunks / name)) == 4 * 2
+  assert "| metric | ssft |" in open(tmp_path / "report.md").read()
+  assert all("done: " in out for out in outs)
+  assert outs[0].count("re-ranked ") == 2 and "re-ranked " not in outs[1]  # train grading + eval_ssft, host 0 only
+  leftovers = [n for _, _, files in os.walk(tmp_path) for n in files if ".tmp" in n]
+  assert not leftovers, leftovers

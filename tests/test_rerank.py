@@ -110,3 +110,26 @@ def test_likelihood_scores_of_a_sequence_evaluator(tmp_path):
   with pytest.raises(ValueError, match="score_field must be one of"):
     rerank(candidates=files["cands"], scores=files["scores"], references=files["refs"],
            output_dir=str(tmp_path / "bad"), score_field="logits")
+
+
+def test_generator_likelihood_control(tmp_path):
+  """Candidates that carry the sampler's logprob and num_tokens also get the control: RR.All by the generator's
+  own per-token likelihood, on the same subsets, with its classifier metrics; without them there is no control."""
+  files = _write(tmp_path)
+  m = rerank(candidates=files["cands"], scores=files["scores"], references=files["refs"],
+             output_dir=str(tmp_path / "plain"))
+  assert "generator_rr_all" not in m["strategies"] and "generator_likelihood" not in m
+  rows = [json.loads(line) for line in open(files["cands"])]
+  with open(files["cands"], "w") as f:
+    for r in rows:  # likelihood = the reverse of the label scores (a per-token figure: lengths differ)
+      score = PROBLEMS[r["problem_id"]][1][r["sample_id"]][1]
+      tokens = 5 + 10 * r["sample_id"]
+      f.write(json.dumps({**r, "logprob": -(1 + score) * tokens, "num_tokens": tokens}) + "\n")
+  m = rerank(candidates=files["cands"], scores=files["scores"], references=files["refs"],
+             output_dir=str(tmp_path / "control"))
+  # as in the likelihood test: a -> "5" (wrong), b -> "1" (wrong), c -> "0.5" (right); the evaluator's RR.All
+  # (a right, b right, c wrong) is unchanged
+  assert m["strategies"]["generator_rr_all"]["4"]["mean"] == pytest.approx(1 / 3)
+  assert m["strategies"]["rr_all"]["4"]["mean"] == pytest.approx(2 / 3)
+  assert m["generator_likelihood"]["within_problem_auc"] < 0.5 < m["evaluator"]["within_problem_auc"]
+  assert "generator likelihood (control)" in open(tmp_path / "control" / "report.md").read()
