@@ -21,6 +21,7 @@ from typing import Optional
 from mathft_jax.evaluator_losses import margin_loss, sequence_contrastive_loss
 from mathft_jax.models import DecoderConfig
 from mathft_jax.optim import OptimizerConfig, ScheduleConfig
+from mathft_jax import partitioning
 from mathft_jax.partitioning import MeshConfig
 from mathft_jax.train_step import next_token_loss
 
@@ -102,6 +103,7 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
   from mathft_jax.train import train
   if evaluator_loss not in LOSSES:
     raise ValueError(f"evaluator_loss must be one of {sorted(LOSSES)}, got {evaluator_loss!r}")
+  partitioning.maybe_initialize_distributed()  # before anything asks JAX about processes (a resumed run samples first)
   start = time.time()
   path = lambda *parts: os.path.join(run_dir, *parts)  # noqa: E731
 

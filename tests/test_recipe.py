@@ -1,6 +1,7 @@
 """CI-sized smoke run of the whole recipe: every stage's outputs exist and are well-formed; a rerun resumes."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -66,10 +67,14 @@ def test_two_hosts_share_the_run_dir(tmp_path):
              "--gin.recipe.Sampling.chunk_size=2", "--gin.recipe.run_recipe.include_reference_solutions=True"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
              JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2")
-  procs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(env, JAX_PROCESS_ID=str(i))) for i in range(2)]
-  outs = [p.communicate(timeout=600)[0] for p in procs]
-  assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
+
+  def run_on_two_hosts(args):
+    procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=dict(env, JAX_PROCESS_ID=str(i))) for i in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
+    return outs
+  outs = run_on_two_hosts(command)
   for stage in ("train_samples", "eval_ssft/greedy", "eval_ssft/samples", "eval_ssft/scores"):
     assert {n for n in os.listdir(tmp_path / stage) if n.endswith(".COMPLETE")} == {
         "shard-0-of-2.COMPLETE", "shard-1-of-2.COMPLETE"}, stage
@@ -81,3 +86,8 @@ def test_two_hosts_share_the_run_dir(tmp_path):
   assert outs[0].count("re-ranked ") == 2 and "re-ranked " not in outs[1]  # train grading + eval_ssft, host 0 only
   leftovers = [n for _, _, files in os.walk(tmp_path) for n in files if ".tmp" in n]
   assert not leftovers, leftovers
+  shutil.rmtree(tmp_path / "eval_ssft" / "scores")  # resume on 2 hosts: SSFT is done, so sampling comes first
+  outs = run_on_two_hosts(command)
+  assert all("ssft: done earlier" in out and "evaluator scores for" in out for out in outs)
+  assert {n for n in os.listdir(tmp_path / "eval_ssft" / "scores") if n.endswith(".COMPLETE")} == {
+      "shard-0-of-2.COMPLETE", "shard-1-of-2.COMPLETE"}
