@@ -34,6 +34,7 @@ DIFFERENT = [
     ("1000", "100"), ("1" * 5000, "1" * 4999 + "2"), (r"9^{9^{9^{9}}}", r"9^{9^{9^{8}}}"), ("x+1", "x+2"), ("12", "12.001"),
     (r"\sqrt25", r"\sqrt{25}"),  # LaTeX reads \sqrt25 as \sqrt{2}5
     ("[40, 24]", "(40, 24)"), ("(55, 9)", "55, 9"),  # bracket types and points vs solution lists are strict
+    (r"\text{Monday}", "dynamo"), (r"\text{listen}", r"\text{silent}"),  # words, not products of letters
 ]
 
 

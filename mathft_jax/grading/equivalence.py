@@ -51,7 +51,9 @@ def scalar(text: str, use_sympy: bool = True) -> Scalar:
   if m and int(m.group(3)) != 0 and len(text) < 60:
     r = sympy.Rational(int(m.group(2)), int(m.group(3))) * (-1 if m.group(1) else 1)
     return Scalar(text, _rational_key(r), r, complex(r))
-  expr = symbolic.parse_latex(text) if use_sympy else None
+  # A word of 3+ letters is a word ("Monday", "odd", "neither"), not a product of variables: parsed, "Monday"
+  # and "dynamo" would be the same product of six symbols.
+  expr = symbolic.parse_latex(text) if use_sympy and not re.fullmatch(r"[A-Za-z]{3,}", text) else None
   if expr is None:
     word = text.lower() if re.fullmatch(r"[A-Za-z]{2,}", text) else text
     return Scalar(text, "s:" + word)
