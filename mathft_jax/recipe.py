@@ -18,6 +18,8 @@ import shutil
 import time
 from typing import Optional
 
+import jax
+
 from mathft_jax.evaluator_losses import margin_loss, sequence_contrastive_loss
 from mathft_jax.models import DecoderConfig
 from mathft_jax.optim import OptimizerConfig, ScheduleConfig
@@ -51,20 +53,19 @@ def _done(path: str) -> bool:
 
 def _infer_done(output_dir: str) -> bool:
   """Every host's shard of a mathft-infer output is complete (one shard per process)."""
-  import jax
   n = jax.process_count()
   return all(_done(os.path.join(output_dir, f"shard-{i}-of-{n}.COMPLETE")) for i in range(n))
 
 
-def _on_first_host(label: str, fn):
+def _on_first_host(label: str, fn, unless_exists: Optional[str] = None) -> None:
   """Runs fn on process 0 only (grading, re-ranking and reports write shared files), then every host waits for
-  it; returns fn's result on process 0 and None elsewhere."""
-  import jax
-  result = fn() if jax.process_index() == 0 else None
+  it. Only process 0 looks at `unless_exists` (skip when that output is there), so every host always reaches the
+  barrier: a host that checked after process 0 wrote the file would otherwise skip it and leave the rest waiting."""
+  if jax.process_index() == 0 and not (unless_exists and _done(unless_exists)):
+    fn()
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(f"mathft-recipe {label}")
-  return result
 
 
 def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str, task_feature_lengths: dict,
@@ -152,32 +153,32 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
   if evaluator_steps:
     samples = sample("train_samples", ssft, train_problems, greedy=False)
     graded = path("train_graded", "evaluator_data.jsonl")
-    if not _done(graded):
-      _log("train_graded: grading training samples", start)
 
-      def grade():
-        rerank(candidates=samples, references=train_problems, output_dir=path("train_graded"), k_clusters=k_clusters)
-        _evaluator_data(path("train_graded", "graded.jsonl"), graded, train_problems, include_reference_solutions)
-      _on_first_host("train_graded", grade)
+    def grade():
+      _log("train_graded: grading training samples", start)
+      rerank(candidates=samples, references=train_problems, output_dir=path("train_graded"), k_clusters=k_clusters)
+      _evaluator_data(path("train_graded", "graded.jsonl"), graded, train_problems, include_reference_solutions)
+    _on_first_host("train_graded", grade, unless_exists=graded)
     evaluator = train_stage("evaluator", f"evaluator_{evaluator_loss}:{os.path.abspath(graded)}", evaluator_steps,
                             ssft, evaluator_learning_rate or learning_rate, evaluator_loss, evaluator_feature_lengths)
+    stage3_lr = multitask_learning_rate or learning_rate
     if multitask_steps:
-      generators["multitask"] = train_stage("multitask", generator_task, multitask_steps, evaluator,
-                                            multitask_learning_rate or learning_rate)
+      generators["multitask"] = train_stage("multitask", generator_task, multitask_steps, evaluator, stage3_lr)
     if run_control and multitask_steps:
       generators["continued"] = train_stage("continued", generator_task, evaluator_steps + multitask_steps, ssft,
-                                            multitask_learning_rate or learning_rate)
+                                            stage3_lr)
   results = {}
   for name, checkpoint in generators.items():
     greedy = sample(f"eval_{name}/greedy", checkpoint, test_problems, greedy=True)
     samples = sample(f"eval_{name}/samples", checkpoint, test_problems, greedy=False)
     scores = score(f"eval_{name}/scores", evaluator, samples) if evaluator else None
-    if not _done(path(f"eval_{name}", "report", "metrics.json")):
-      _log(f"eval_{name}: re-ranking", start)
     report = path(f"eval_{name}", "report")
-    _on_first_host(f"eval_{name}", lambda: rerank(
-        candidates=samples, scores=scores, greedy=greedy, references=test_problems, output_dir=report,
-        k_clusters=k_clusters, score_field="likelihood" if evaluator_loss == "seq" else "score"))
+
+    def rerank_generator():  # called right away, so the loop's current values are the ones it sees
+      _log(f"eval_{name}: re-ranking", start)
+      rerank(candidates=samples, scores=scores, greedy=greedy, references=test_problems, output_dir=report,
+             k_clusters=k_clusters, score_field="likelihood" if evaluator_loss == "seq" else "score")
+    _on_first_host(f"eval_{name}", rerank_generator, unless_exists=os.path.join(report, "metrics.json"))
     with open(os.path.join(report, "metrics.json")) as f:
       results[name] = json.load(f)
   _on_first_host("report", lambda: _write_report(run_dir, results, sampling.num_samples, k_clusters))
@@ -224,7 +225,6 @@ def memory_plan(model_config: DecoderConfig, mesh: MeshConfig, batch_size: int, 
 
 def _evaluator_data(graded_path: str, out_path: str, problems: str, add_references: bool) -> None:
   """graded.jsonl (+ one correct candidate per problem: its reference solution) -> out_path, atomically."""
-  import json
 
   from mathft_jax.problems import load_problems
   with open(graded_path) as f:
@@ -259,7 +259,7 @@ def _write_report(run_dir: str, results: dict, n: int, k: int) -> None:
     if "evaluator" in metrics:
       e = metrics["evaluator"]
       lines.append(f"\nEvaluator on {name}'s test samples: AUC {e['auc']:.3f}, within a problem "
-                   f"{e.get('within_problem_auc', float('nan')):.3f} ({e.get('within_problem_count', 0)} problems "
+                   f"{e['within_problem_auc']:.3f} ({e['within_problem_count']} problems "
                    "with correct and incorrect samples).")
     if "generator_likelihood" in metrics:
       e = metrics["generator_likelihood"]

@@ -28,11 +28,16 @@ LABELS = {"maj1": "Maj1@{n}", "rr_all": "RR.All@{n}", "rr_topk": "RR.Top-{k}@{n}
           "generator_rr_all": "RR.All@{n}, generator likelihood (control)"}
 
 
+def _per_token_probability(log_prob, num_tokens) -> float:
+  """exp(log p / tokens): a sequence's per-token probability, in (0, 1]."""
+  return float(np.exp(float(log_prob) / max(int(num_tokens), 1)))
+
+
 def _generator_likelihoods(records: list[dict]):
-  """exp(logprob / num_tokens) per sample, the generator's own per-token probability of what it sampled (both
-  fields are in mathft-infer's sample records); None when a record lacks them."""
+  """The generator's own per-token probability of each sample it drew (from the logprob and num_tokens of
+  mathft-infer's sample records); None when a record lacks them."""
   try:
-    return np.array([np.exp(float(r["logprob"]) / max(int(r["num_tokens"]), 1)) for r in records])
+    return np.array([_per_token_probability(r["logprob"], r["num_tokens"]) for r in records])
   except (KeyError, TypeError, ValueError):
     return None
 
@@ -76,8 +81,7 @@ def _read_scores(path: str, field: str = "score") -> dict[tuple, float]:
       for line_no, line in enumerate(handle, 1):
         try:
           r = json.loads(line)
-          value = (float(r["score"]) if field == "score" else
-                   float(np.exp(float(r["loglik"]) / max(int(r["num_tokens"]), 1))))
+          value = float(r["score"]) if field == "score" else _per_token_probability(r["loglik"], r["num_tokens"])
           out[(str(r["problem_id"]), int(r["sample_id"]))] = value
         except (ValueError, KeyError, TypeError) as e:
           raise CandidateFileError(f"{f}:{line_no}: malformed score record ({e!r})") from None
@@ -113,11 +117,9 @@ def rerank(*, candidates: str, references: str, output_dir: str, scores: Optiona
   curves = {}
   for j, (pid, g) in enumerate(zip(ids, graded)):
     s = np.array([score_map[(pid, int(r["sample_id"]))] for r in by_problem[pid]][:n]) if use_scores else None
-    curves[pid] = rm.problem_curves(g["clusters"][:n], g["correct"][:n], s, ks, k_clusters, num_subsets, seed + j)
-    if use_generator:  # the control: would re-ranking by the generator's own likelihood do as well?
-      control = rm.problem_curves(g["clusters"][:n], g["correct"][:n], generator_scores[pid][:n], ks, k_clusters,
-                                  num_subsets, seed + j)
-      curves[pid]["generator_rr_all"] = control["rr_all"]
+    control = generator_scores[pid][:n] if use_generator else None  # would the generator's likelihood do as well?
+    curves[pid] = rm.problem_curves(g["clusters"][:n], g["correct"][:n], s, ks, k_clusters, num_subsets, seed + j,
+                                    control_scores=control)
   names = list(curves[ids[0]])
   metrics = {"strategies": {}, "by_level": {}, "by_subject": {}}
   for name in names:
@@ -136,15 +138,14 @@ def rerank(*, candidates: str, references: str, output_dir: str, scores: Optiona
     g_ids = [p for p in ids if p in g_records]
     g_graded = grade_problems([([g_records[p][0]["text"]], refs[p]["answer"]) for p in g_ids], num_workers)
     metrics["greedy_pass@1"] = _summary(np.array([r["correct"][0] for r in g_graded], float), seed, bootstrap)
+  flat_labels = np.array([c for g in graded for c in g["correct"]])
+  flat_groups = [p for p in ids for _ in by_problem[p]]
   if use_scores:
     flat_scores = [score_map[(p, int(r["sample_id"]))] for p in ids for r in by_problem[p]]
-    flat_labels = [c for g in graded for c in g["correct"]]
-    flat_groups = [p for p in ids for _ in by_problem[p]]
-    metrics["evaluator"] = rm.classifier_metrics(np.array(flat_scores), np.array(flat_labels), flat_groups)
+    metrics["evaluator"] = rm.classifier_metrics(np.array(flat_scores), flat_labels, flat_groups)
   if use_generator:
     metrics["generator_likelihood"] = rm.classifier_metrics(
-        np.concatenate([generator_scores[p] for p in ids]), np.array([c for g in graded for c in g["correct"]]),
-        [p for p in ids for _ in by_problem[p]])
+        np.concatenate([generator_scores[p] for p in ids]), flat_labels, flat_groups)
   metrics["skipped"] = ([] if use_scores else [f"score-based strategies: {'no scores given' if not scores else f'{missing} candidates have no score'}"])
   metrics["provenance"] = {"candidates": os.path.abspath(candidates), "scores": scores and os.path.abspath(scores),
                            "score_field": score_field,

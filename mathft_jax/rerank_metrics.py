@@ -90,18 +90,26 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def problem_curves(clusters, correct, scores, ks, k_clusters: int = 8, num_subsets: int = 100,
-                   seed: int = 0) -> dict:
-  """{strategy: [accuracy at each k]} for one problem (estimates for k < N, exact at k = N)."""
+                   seed: int = 0, control_scores=None) -> dict:
+  """{strategy: [accuracy at each k]} for one problem (estimates for k < N, exact at k = N). control_scores [N]
+  (e.g. the generator's own likelihoods) add "generator_rr_all": RR.All by them on the same subsets."""
   clusters, correct = np.asarray(clusters), np.asarray(correct, bool)
   scores = None if scores is None else np.asarray(scores, np.float64)
   rng = np.random.default_rng(seed)
   names = ("maj1", "majk") + (SCORED if scores is not None else ())
   curves = {name: [] for name in names}
   curves["pass"] = [pass_at_k(len(correct), int(correct.sum()), k) for k in ks]
+  if control_scores is not None:
+    control_scores = np.asarray(control_scores, np.float64)
+    curves["generator_rr_all"] = []
   for k in ks:
-    picks = select(clusters, correct, scores, subsets(len(correct), k, num_subsets, rng), k_clusters)
+    idx = subsets(len(correct), k, num_subsets, rng)
+    picks = select(clusters, correct, scores, idx, k_clusters)
     for name in names:
       curves[name].append(float(np.mean(picks[name])))
+    if control_scores is not None:
+      best = np.argmax(control_scores[idx], axis=1)
+      curves["generator_rr_all"].append(float(np.mean(correct[idx][np.arange(len(idx)), best])))
   return curves
 
 
