@@ -5,7 +5,7 @@ mode="sample": problems (a JSONL file, "math:<manual_dir>:<split>" or "synthetic
 mode="score": the samples of `candidates_dir` -> problem_id, sample_id, score = p(correct) / (p(correct) +
   p(incorrect)) under the evaluator prompt (probabilities of the first token where the two labels differ), and
   loglik = log p(text | generator prompt) summed over the text's num_tokens tokens (the score of a
-  sequence-likelihood evaluator).
+  sequence-likelihood evaluator); `score_fields` picks one or both.
 Output: OUTPUT_DIR/manifest.json (checkpoint, step, sampling settings, seed) and OUTPUT_DIR/chunks/
 chunk-<c>.jsonl, each written atomically (temp file + rename); chunk c holds problems [c*K, (c+1)*K) and uses RNG
 fold_in(seed, c), so a restarted or differently sharded run writes the same files; shard s of S does the chunks
@@ -110,19 +110,28 @@ def _sample_chunk(generate_fns, params, cfg, codec, problems, chunk_rng, setting
   return lines
 
 
-def _score_fn(cfg, mesh=None):
+SCORE_FIELDS = ("score", "loglik")
+
+
+def _score_fn(cfg, mesh=None, fields=SCORE_FIELDS):
+  """jitted (params, eval tokens/mask, label ids, text tokens/weights/mask) -> {field: [B]} for `fields` only (each
+  field is a forward pass of its own prompt: the evaluator prompt for "score", the generator prompt for "loglik")."""
   decoder = Decoder(cfg)
 
   def score(params, tokens, mask, label_ids, text_tokens, text_weights, text_mask):
-    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-    logits, _ = decoder.apply({"params": params}, tokens, positions, mask)
-    last = jax.nn.log_softmax(logits[:, -1])
-    correct, incorrect = last[:, label_ids[0]], last[:, label_ids[1]]
-    score = jnp.exp(correct - jnp.logaddexp(correct, incorrect))
-    text_pos = jnp.maximum(jnp.cumsum(text_mask, axis=1) - 1, 0)
-    text_logits, _ = decoder.apply({"params": params}, text_tokens[:, :-1], text_pos[:, :-1], text_mask[:, :-1])
-    logp = jnp.take_along_axis(jax.nn.log_softmax(text_logits), text_tokens[:, 1:, None], axis=-1)[..., 0]
-    return score, jnp.sum(logp * text_weights[:, 1:], axis=-1)
+    out = {}
+    if "score" in fields:
+      positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+      logits, _ = decoder.apply({"params": params}, tokens, positions, mask)
+      last = jax.nn.log_softmax(logits[:, -1])
+      correct, incorrect = last[:, label_ids[0]], last[:, label_ids[1]]
+      out["score"] = jnp.exp(correct - jnp.logaddexp(correct, incorrect))
+    if "loglik" in fields:
+      text_pos = jnp.maximum(jnp.cumsum(text_mask, axis=1) - 1, 0)
+      text_logits, _ = decoder.apply({"params": params}, text_tokens[:, :-1], text_pos[:, :-1], text_mask[:, :-1])
+      logp = jnp.take_along_axis(jax.nn.log_softmax(text_logits), text_tokens[:, 1:, None], axis=-1)[..., 0]
+      out["loglik"] = jnp.sum(logp * text_weights[:, 1:], axis=-1)
+    return out
   if mesh is None:
     return jax.jit(score)
   batch = partitioning.batch_sharding(mesh)
@@ -150,12 +159,14 @@ def _score_chunk(score_fn, params, codec, candidates, problems_by_id, batch_size
     weights = text_mask.copy()
     for i, p in enumerate(gen_prompt):  # loss on the solution tokens only
       weights[i, text_mask.shape[1] - len(gen_full[i]):text_mask.shape[1] - len(gen_full[i]) + len(p)] = 0
-    score, loglik = jax.device_get(score_fn(params, tokens, mask, jnp.asarray(label_ids), text_tokens,
-                                            weights.astype(np.float32), text_mask))
+    out = jax.device_get(score_fn(params, tokens, mask, jnp.asarray(label_ids), text_tokens,
+                                  weights.astype(np.float32), text_mask))
     for i, c in enumerate(real):
-      lines.append(json.dumps({"problem_id": c["problem_id"], "sample_id": c["sample_id"], "score": float(score[i]),
-                               "loglik": float(loglik[i]), "num_tokens": len(gen_full[i]) - len(gen_prompt[i])})
-                   + "\n")
+      record = {"problem_id": c["problem_id"], "sample_id": c["sample_id"]}
+      record.update({k: float(v[i]) for k, v in out.items()})
+      if "loglik" in out:
+        record["num_tokens"] = len(gen_full[i]) - len(gen_prompt[i])
+      lines.append(json.dumps(record) + "\n")
   return lines
 
 
@@ -177,12 +188,15 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
           max_new_tokens: int = 512, seed: int = 0, chunk_size: int = 16, batch_size: int = 4,
           shard_id: Optional[int] = None, num_shards: Optional[int] = None, stop_strings: Sequence[str] = (),
           candidates_dir: Optional[str] = None, mesh: Optional[partitioning.MeshConfig] = None,
-          prompt_format: str = "generator", bos_id: Optional[int] = DECODER_START_ID) -> int:
+          prompt_format: str = "generator", bos_id: Optional[int] = DECODER_START_ID,
+          score_fields: Sequence[str] = SCORE_FIELDS) -> int:
   """Runs `mode` ("sample" or "score") and returns the number of records this call wrote (0 when all existed).
 
   shard_id / num_shards default to this process's index / the process count (one shard per host).
   mesh: shard decoding or scoring over this host's local devices (params restored straight into their shards by
     the logical-axis rules; prompts over data x fsdp, so batch_size must divide evenly).
+  score_fields: what mode="score" computes, each a forward pass of its own: "score" (the evaluator's label
+    probability, for "ce"/"margin" evaluators) and/or "loglik" (+ num_tokens; for a "seq" evaluator).
   prompt_format: "generator" (fine-tuned models) or "few_shot" (4 exemplars, for pretrained checkpoints).
   bos_id: id put before every prompt (a real token, unlike padding). The default 0 is what the trainer's seqio
     feature converters put before each example, so fine-tuned models see at inference what they saw in
@@ -210,6 +224,10 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
               "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed, "chunk_size": chunk_size,
               "batch_size": batch_size, "stop_strings": list(stop_strings), "candidates_dir": candidates_dir,
               "prompt_format": prompt_format, "bos_id": bos_id}
+  if mode == "score":
+    if not score_fields or set(score_fields) - set(SCORE_FIELDS):
+      raise ValueError(f"score_fields must be a non-empty subset of {SCORE_FIELDS}, got {tuple(score_fields)!r}")
+    settings["score_fields"] = sorted(score_fields)
   os.makedirs(os.path.join(output_dir, "chunks"), exist_ok=True)
   _check_manifest(output_dir, settings)
   settings["start"] = [] if bos_id is None else [bos_id]
@@ -221,7 +239,7 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
     unknown = sorted({c["problem_id"] for c in items} - set(by_id))
     if unknown:
       raise InferenceInputError(f"{candidates_dir}: candidates for unknown problem ids, e.g. {unknown[:3]}")
-    score_fn = _score_fn(cfg, device_mesh)
+    score_fn = _score_fn(cfg, device_mesh, tuple(score_fields))
   else:
     items = problem_list
     generate_fns: dict = {}

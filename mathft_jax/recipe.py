@@ -33,6 +33,7 @@ LOSSES = {"ce": next_token_loss, "margin": margin_loss, "seq": sequence_contrast
 @dataclasses.dataclass(frozen=True)
 class Sampling:
   num_samples: int = 64
+  train_num_samples: Optional[int] = None  # per training problem, for the evaluator's data; None: num_samples
   temperature: float = 0.8
   max_new_tokens: int = 512
   batch_size: int = 4
@@ -122,12 +123,13 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
           checkpoint_every=max(steps // 4, 1), log_every=max(steps // 8, 1))
     return export
 
-  def sample(name: str, checkpoint: str, problems: str, greedy: bool) -> str:
+  def sample(name: str, checkpoint: str, problems: str, greedy: bool,
+             num_samples: int = sampling.num_samples) -> str:
     out = path(name)
     if not _infer_done(out):
-      _log(f"{name}: {'greedy' if greedy else f'{sampling.num_samples} samples'} on {problems}", start)
+      _log(f"{name}: {'greedy' if greedy else f'{num_samples} samples'} on {problems}", start)
       infer(mode="sample", output_dir=out, checkpoint_path=checkpoint, problems=problems,
-            num_samples=1 if greedy else sampling.num_samples, temperature=0.0 if greedy else sampling.temperature,
+            num_samples=1 if greedy else num_samples, temperature=0.0 if greedy else sampling.temperature,
             max_new_tokens=sampling.max_new_tokens, batch_size=sampling.batch_size, chunk_size=sampling.chunk_size,
             seed=seed, mesh=sampling.mesh, prompt_format=sampling.prompt_format, stop_strings=sampling.stop_strings,
             bos_id=sampling.bos_id)
@@ -138,8 +140,10 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
     if not _infer_done(out):
       _log(f"{name}: evaluator scores for {candidates}", start)
       infer(mode="score", output_dir=out, checkpoint_path=evaluator, problems=test_problems,
-            candidates_dir=candidates, batch_size=sampling.batch_size, mesh=sampling.mesh, num_samples=sampling.num_samples,
-            chunk_size=sampling.chunk_size * sampling.num_samples, bos_id=sampling.bos_id)
+            candidates_dir=candidates, batch_size=sampling.batch_size, mesh=sampling.mesh,
+            num_samples=sampling.num_samples, chunk_size=sampling.chunk_size * sampling.num_samples,
+            bos_id=sampling.bos_id,
+            score_fields=("loglik",) if evaluator_loss == "seq" else ("score",))
     return out
 
   if ssft_steps:
@@ -151,7 +155,8 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
   generators = {"ssft": ssft}
   evaluator = None
   if evaluator_steps:
-    samples = sample("train_samples", ssft, train_problems, greedy=False)
+    samples = sample("train_samples", ssft, train_problems, greedy=False,
+                     num_samples=sampling.train_num_samples or sampling.num_samples)
     graded = path("train_graded", "evaluator_data.jsonl")
 
     def grade():

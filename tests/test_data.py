@@ -129,6 +129,23 @@ def test_synthetic_domain_is_deterministic_disjoint_and_correct():
   assert forms == {"dfrac", ".", "frac", "int"}  # equivalent forms are all exercised
 
 
+def test_synthetic_level1_sums_take_both_routes():
+  records = list(synthetic.generate("train", 200, levels=(1,)))
+  routes = collections.Counter()
+  for r in records:
+    terms = [int(t) for t in re.search(r"\$([^$]*)\$\.$", r["problem"]).group(1).split(" + ")]
+    route, steps = r["solution"].split(": ", 1)
+    routes[route] += 1
+    order = terms if route == "From left to right" else terms[::-1]
+    running, expected = order[0], []
+    for d in order[1:]:
+      expected.append(f"${running} + {d} = {running + d}$")
+      running += d
+    assert steps.startswith(", ".join(expected) + ". "), r
+    assert r["value"] == f"{sum(terms)}/1" and 3 <= len(terms) <= 7
+  assert set(routes) == {"From left to right", "From right to left"} and min(routes.values()) > 70
+
+
 def test_prompts_follow_the_paper():
   text = prompts.evaluator_input("What is 1+1?", "It is $\\boxed{2}$.")
   assert text.startswith("Here is a math problem: What is 1+1?") and text.endswith("The above candidate solution is")

@@ -103,6 +103,25 @@ def test_score_mode_scores_and_logliks(tmp_path, checkpoint):
   assert scored["loglik"] == pytest.approx(float(logp.sum()), abs=1e-3)
 
 
+def test_score_mode_computes_only_the_fields_asked_for(tmp_path, checkpoint):
+  samples = str(tmp_path / "s")
+  infer(output_dir=samples, checkpoint_path=checkpoint, **SAMPLE)
+  infer(output_dir=str(tmp_path / "both"), checkpoint_path=checkpoint, mode="score", problems=SAMPLE["problems"],
+        candidates_dir=samples, chunk_size=8, batch_size=2, num_samples=2)
+  both = _records(str(tmp_path / "both"))
+  for fields in (("loglik",), ("score",)):
+    out = str(tmp_path / fields[0])
+    infer(output_dir=out, checkpoint_path=checkpoint, mode="score", problems=SAMPLE["problems"],
+          candidates_dir=samples, chunk_size=8, batch_size=2, num_samples=2, score_fields=fields)
+    for one, full in zip(_records(out), both):
+      keep = {"problem_id", "sample_id", *fields} | ({"num_tokens"} if "loglik" in fields else set())
+      assert set(one) == keep
+      assert {k: pytest.approx(v, abs=1e-4) for k, v in one.items()} == {k: full[k] for k in keep}
+  with pytest.raises(ValueError, match="score_fields"):
+    infer(output_dir=str(tmp_path / "bad"), checkpoint_path=checkpoint, mode="score", problems=SAMPLE["problems"],
+          candidates_dir=samples, score_fields=("logprob",))
+
+
 def test_prompts_start_with_the_id_training_examples_start_with(tmp_path):
   """seqio's feature converter shifts every packed example right with DECODER_START_ID; inference prepends it."""
   from mathft_jax.data.seqio_source import SeqioSource

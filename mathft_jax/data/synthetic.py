@@ -1,11 +1,11 @@
 """The embedded default domain: seeded multi-step math problems with step-by-step LaTeX solutions.
 
-Five levels: (1) chains of one-digit additions and subtractions, (2) fraction arithmetic, (3) linear equations, (4) word problems with
-fractions of a quantity, (5) equations with brackets on both sides. Solutions end in `\\boxed{}`, and the boxed
-answer takes one of its equivalent forms (`\\frac{3}{4}`, `\\dfrac{3}{4}`, `\\frac34`, `0.75` where exact), so that
-answer clustering is exercised. Records have MATH's fields (unique_id, problem, solution, answer, level, subject)
-plus `value`, the exact answer as "p/q", for checking. Train and test are disjoint by problem text: a problem goes
-to test iff a hash of its text says so.
+Five levels: (1) sums of one-digit numbers (two solution routes), (2) fraction arithmetic, (3) linear equations,
+(4) word problems with fractions of a quantity, (5) equations with brackets on both sides. Solutions end in
+`\\boxed{}`, and the boxed answer takes one of its equivalent forms (`\\frac{3}{4}`, `\\dfrac{3}{4}`, `\\frac34`,
+`0.75` where exact), so that answer clustering is exercised. Records have MATH's fields (unique_id, problem,
+solution, answer, level, subject) plus `value`, the exact answer as "p/q", for checking. Train and test are
+disjoint by problem text: a problem goes to test iff a hash of its text says so.
 """
 import hashlib
 import random
@@ -47,17 +47,26 @@ def _terminating_decimal(v: Fraction):
 
 
 def _level1(rng):
-  """A chain of 3-7 one-digit additions/subtractions, solved left to right (few facts, many combinations)."""
-  total = rng.randint(1, 9)
-  expr, steps = str(total), []
-  for _ in range(rng.randint(2, 6)):
-    d = rng.randint(1, 9)
-    op = "-" if d < total and rng.random() < 0.4 else "+"
-    new = total + d if op == "+" else total - d
-    expr += f" {op} {d}"
-    steps.append(f"${total} {op} {d} = {new}$")
-    total = new
-  return "arithmetic", f"Compute ${expr}$.", ["From left to right: " + ", then ".join(steps) + "."], Fraction(total)
+  """A sum of 3-7 one-digit numbers (few facts, many combinations), added up by one of two routes chosen at random:
+  from left to right or from right to left. Two routes to one answer are what majority voting feeds on: a slip on
+  one route gives a wrong answer that the other route does not share, whereas with a single route the majority
+  answer tends to the greedy one."""
+  terms = [rng.randint(1, 9) for _ in range(rng.randint(3, 7))]
+  expr = " + ".join(map(str, terms))
+  if rng.random() < 0.5:
+    solution = "From left to right: " + _chain(terms[0], terms[1:]) + "."
+  else:
+    solution = "From right to left: " + _chain(terms[-1], terms[-2::-1]) + "."
+  return "arithmetic", f"Compute ${expr}$.", [solution], Fraction(sum(terms))
+
+
+def _chain(start: int, values: list) -> str:
+  """'$a + b = c$, $c + d = e$, ...': the running sum after each term."""
+  steps = []
+  for d in values:
+    steps.append(f"${start} + {d} = {start + d}$")
+    start += d
+  return ", ".join(steps)
 
 
 def _level2(rng):
