@@ -215,7 +215,7 @@ def memory_plan(model_config: DecoderConfig, mesh: MeshConfig, batch_size: int, 
                                             sum(evaluator_lengths.values())),
       "sampling": memory.estimate_sampling(model_config, sampling.mesh or MeshConfig(1, 1, 1),
                                            host_devices if sampling.mesh else 1, sampling.batch_size,
-                                           sampling.num_samples,
+                                           max(sampling.num_samples, sampling.train_num_samples or 0),
                                            task_feature_lengths["inputs"] + sampling.max_new_tokens)}
   too_big = []
   for stage, estimate in plan.items():

@@ -104,3 +104,15 @@ def test_a_run_that_does_not_fit_stops_before_compute():
   with pytest.raises(ValueError, match="ssft, evaluator, sampling would not fit on v5e-16"):
     recipe.memory_plan(cfg, partitioning.MeshConfig(4, 4, 1), 32, {"inputs": 512, "targets": 1024}, None, "ce",
                        recipe.Sampling(), "v5e-16")
+
+
+def test_sampling_is_planned_for_the_larger_of_test_and_training_samples():
+  from mathft_jax import recipe
+  cfg = preset("tiny")
+
+  def plan(sampling):
+    return recipe.memory_plan(cfg, partitioning.MeshConfig(), 8, {"inputs": 64, "targets": 64}, None, "ce", sampling,
+                              None)["sampling"]
+  few_test = plan(recipe.Sampling(num_samples=4, train_num_samples=64, max_new_tokens=64))
+  assert few_test == plan(recipe.Sampling(num_samples=64, max_new_tokens=64))
+  assert few_test != plan(recipe.Sampling(num_samples=4, max_new_tokens=64))
