@@ -12,6 +12,8 @@ With evaluator_steps=0 only SSFT and its evaluation run (majority voting; the fe
 ssft_steps=0 and prompt_format="few_shot").
 """
 import dataclasses
+import functools
+import inspect
 import json
 import os
 import shutil
@@ -73,7 +75,7 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
                train_problems: str, test_problems: str, ssft_steps: int, evaluator_steps: int = 0,
                multitask_steps: int = 0, evaluator_loss: str = "ce", run_control: bool = True,
                batch_size: int = 16, learning_rate: float = 1e-5, evaluator_learning_rate: Optional[float] = None,
-               multitask_learning_rate: Optional[float] = None,
+               multitask_learning_rate: Optional[float] = None, evaluator_loss_options: Optional[dict] = None,
                warmup_steps: int = 0, initial_checkpoint_path: Optional[str] = None,
                sampling: Sampling = Sampling(), mesh: MeshConfig = MeshConfig(), k_clusters: int = 8,
                include_reference_solutions: bool = False, evaluator_feature_lengths: Optional[dict] = None,
@@ -84,6 +86,8 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
   compute, the per-device memory of SSFT, evaluator training and sampling is estimated and printed, and the run
   stops with the table if a stage would not fit. plan_only: only that check; returns {stage: MemoryEstimate}.
 
+  evaluator_loss_options: keyword arguments of the evaluator loss, e.g. {"margin": 1.0, "alpha": 1.0} for "seq"
+    (see `mathft_jax.evaluator_losses`).
   learning_rate: peak learning rate of SSFT; evaluator_learning_rate and multitask_learning_rate (stage 3 and the
   continued control, which start from trained models) default to it.
   include_reference_solutions: add each training problem's reference solution to the evaluator's data as a
@@ -105,11 +109,19 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
   from mathft_jax.train import train
   if evaluator_loss not in LOSSES:
     raise ValueError(f"evaluator_loss must be one of {sorted(LOSSES)}, got {evaluator_loss!r}")
+  evaluator_loss_fn = LOSSES[evaluator_loss]
+  if evaluator_loss_options:
+    unknown = set(evaluator_loss_options) - set(inspect.signature(evaluator_loss_fn).parameters) - {
+        "apply_fn", "params", "batch"}
+    if unknown or evaluator_loss == "ce":
+      raise ValueError(f"evaluator_loss_options {sorted(evaluator_loss_options)} do not apply to the "
+                       f"{evaluator_loss!r} loss")
+    evaluator_loss_fn = functools.partial(evaluator_loss_fn, **evaluator_loss_options)
   partitioning.maybe_initialize_distributed()  # before anything asks JAX about processes (a resumed run samples first)
   start = time.time()
   path = lambda *parts: os.path.join(run_dir, *parts)  # noqa: E731
 
-  def train_stage(name: str, task: str, steps: int, init: Optional[str], lr: float, loss: str = "ce",
+  def train_stage(name: str, task: str, steps: int, init: Optional[str], lr: float, loss_fn=next_token_loss,
                   lengths: Optional[dict] = None) -> str:
     export = path(name, "export")
     if _done(os.path.join(export, "model_config.json")):
@@ -119,7 +131,7 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
     schedule = ScheduleConfig(kind="cosine", peak=lr, warmup_steps=min(warmup_steps, steps), total_steps=steps)
     train(model_dir=path(name), model_config=model_config, train_steps=steps, seed=seed, mesh=mesh,
           train_data=SeqioSource(task, lengths or task_feature_lengths, batch_size, seed=seed),
-          optimizer=OptimizerConfig(schedule=schedule), loss_fn=LOSSES[loss], initial_checkpoint_path=init,
+          optimizer=OptimizerConfig(schedule=schedule), loss_fn=loss_fn, initial_checkpoint_path=init,
           checkpoint_every=max(steps // 4, 1), log_every=max(steps // 8, 1))
     return export
 
@@ -165,7 +177,8 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
       _evaluator_data(path("train_graded", "graded.jsonl"), graded, train_problems, include_reference_solutions)
     _on_first_host("train_graded", grade, unless_exists=graded)
     evaluator = train_stage("evaluator", f"evaluator_{evaluator_loss}:{os.path.abspath(graded)}", evaluator_steps,
-                            ssft, evaluator_learning_rate or learning_rate, evaluator_loss, evaluator_feature_lengths)
+                            ssft, evaluator_learning_rate or learning_rate, evaluator_loss_fn,
+                            evaluator_feature_lengths)
     stage3_lr = multitask_learning_rate or learning_rate
     if multitask_steps:
       generators["multitask"] = train_stage("multitask", generator_task, multitask_steps, evaluator, stage3_lr)

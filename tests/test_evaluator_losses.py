@@ -9,7 +9,7 @@ import pytest
 
 from mathft_jax import partitioning
 from mathft_jax.evaluator_losses import BYTE_LABELS, label_log_score, margin_loss, sequence_contrastive_loss
-from mathft_jax.models import preset
+from mathft_jax.models import Decoder, preset
 from mathft_jax.optim import OptimizerConfig, ScheduleConfig
 from mathft_jax.trainer import Trainer
 
@@ -65,6 +65,28 @@ def test_losses_learn_to_rank_real_pairs(tmp_path, kind, loss_fn):
     history.append((float(metrics["hinge"]), float(metrics["accuracy"])))
   assert history[-1][0] < 0.5 * history[0][0]
   assert history[-1][1] == 1.0  # every pair ranked right after fitting
+
+
+def test_sequence_loss_is_the_hinge_plus_alpha_times_the_sequence_nll(tmp_path):
+  batch = _pair_batch(tmp_path, "seq")
+  model = Decoder(CFG)
+  params = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 8), jnp.int32))["params"]
+
+  def apply_fn(p, features):
+    return model.apply({"params": p}, features["decoder_input_tokens"], features["decoder_positions"],
+                       features["decoder_segment_ids"])[0]
+  loss, metrics = sequence_contrastive_loss(apply_fn, params, batch, margin=0.5, alpha=2.0)
+  expected = 0.0
+  for pair in range(batch["decoder_input_tokens"].shape[0]):
+    logp = []
+    for row in range(2):
+      f = {k: v[pair, row][None] for k, v in batch.items()}
+      lp = np.asarray(jax.nn.log_softmax(apply_fn(params, f)[0]))
+      targets, weights = f["decoder_target_tokens"][0], f["decoder_loss_weights"][0]
+      logp.append(sum(lp[t, targets[t]] for t in range(len(targets)) if weights[t]))
+    expected += max(0.0, logp[1] - logp[0] + 0.5) - 2.0 * logp[0]
+  assert float(loss) == pytest.approx(expected, rel=1e-4)
+  assert float(metrics["mle_sum"]) > float(metrics["mle_per_token_sum"]) * 10  # the sum, not a per-token mean
 
 
 def test_pair_losses_shard_like_single_device(tmp_path):

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from mathft_jax.models import preset
 from mathft_jax.partitioning import MeshConfig
 from mathft_jax.recipe import Sampling, _evaluator_lengths, run_recipe
@@ -91,3 +93,13 @@ def test_two_hosts_share_the_run_dir(tmp_path):
   assert all("ssft: done earlier" in out and "evaluator scores for" in out for out in outs)
   assert {n for n in os.listdir(tmp_path / "eval_ssft" / "scores") if n.endswith(".COMPLETE")} == {
       "shard-0-of-2.COMPLETE", "shard-1-of-2.COMPLETE"}
+
+
+def test_evaluator_loss_options_must_belong_to_the_loss(tmp_path):
+  kwargs = dict(run_dir=str(tmp_path), model_config=preset("tiny", {"num_layers": 1}),
+                generator_task="ssft_synthetic", task_feature_lengths={"inputs": 64, "targets": 128},
+                train_problems="synthetic:train:4", test_problems="synthetic:test:4", ssft_steps=1, evaluator_steps=1)
+  for loss, options in (("seq", {"lambda": 1.0}), ("ce", {"margin": 1.0})):
+    with pytest.raises(ValueError, match="do not apply"):
+      run_recipe(evaluator_loss=loss, evaluator_loss_options=options, **kwargs)
+  assert not os.listdir(tmp_path)  # refused before any stage ran
