@@ -113,59 +113,69 @@ def _sample_chunk(generate_fns, params, cfg, codec, problems, chunk_rng, setting
 SCORE_FIELDS = ("score", "loglik")
 
 
-def _score_fn(cfg, mesh=None, fields=SCORE_FIELDS):
-  """jitted (params, eval tokens/mask, label ids, text tokens/weights/mask) -> {field: [B]} for `fields` only (each
-  field is a forward pass of its own prompt: the evaluator prompt for "score", the generator prompt for "loglik")."""
+def _score_fns(cfg, mesh=None, fields=SCORE_FIELDS) -> dict:
+  """{field: jitted fn} for `fields` only, each a forward pass over its own prompt:
+  "score": (params, tokens [B, L], mask [B, L], label_ids [2]) -> p(correct) / (p(correct) + p(incorrect)) [B],
+    read at the evaluator prompt's last position;
+  "loglik": (params, tokens [B, L], weights [B, L], mask [B, L]) -> sum of log p(token) over the weighted
+    (solution) tokens [B], with the generator prompt."""
   decoder = Decoder(cfg)
 
-  def score(params, tokens, mask, label_ids, text_tokens, text_weights, text_mask):
-    out = {}
-    if "score" in fields:
-      positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-      logits, _ = decoder.apply({"params": params}, tokens, positions, mask)
-      last = jax.nn.log_softmax(logits[:, -1])
-      correct, incorrect = last[:, label_ids[0]], last[:, label_ids[1]]
-      out["score"] = jnp.exp(correct - jnp.logaddexp(correct, incorrect))
-    if "loglik" in fields:
-      text_pos = jnp.maximum(jnp.cumsum(text_mask, axis=1) - 1, 0)
-      text_logits, _ = decoder.apply({"params": params}, text_tokens[:, :-1], text_pos[:, :-1], text_mask[:, :-1])
-      logp = jnp.take_along_axis(jax.nn.log_softmax(text_logits), text_tokens[:, 1:, None], axis=-1)[..., 0]
-      out["loglik"] = jnp.sum(logp * text_weights[:, 1:], axis=-1)
-    return out
+  def label_score(params, tokens, mask, label_ids):
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    logits, _ = decoder.apply({"params": params}, tokens, positions, mask)
+    last = jax.nn.log_softmax(logits[:, -1])
+    correct, incorrect = last[:, label_ids[0]], last[:, label_ids[1]]
+    return jnp.exp(correct - jnp.logaddexp(correct, incorrect))
+
+  def loglik(params, tokens, weights, mask):
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    logits, _ = decoder.apply({"params": params}, tokens[:, :-1], positions[:, :-1], mask[:, :-1])
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], axis=-1)[..., 0]
+    return jnp.sum(logp * weights[:, 1:], axis=-1)
+
+  chosen = {name: fn for name, fn in (("score", label_score), ("loglik", loglik)) if name in fields}
   if mesh is None:
-    return jax.jit(score)
+    return {name: jax.jit(fn) for name, fn in chosen.items()}
   batch = partitioning.batch_sharding(mesh)
   params_sharding = partitioning.boxed_to_sharding(abstract_params(cfg), mesh)
-  jitted = jax.jit(score, in_shardings=(params_sharding, batch, batch, None, batch, batch, batch))
+  shardings = {"score": (params_sharding, batch, batch, None), "loglik": (params_sharding, batch, batch, batch)}
 
-  def call(*args):
-    with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.DEFAULT_RULES):
-      return jitted(*args)
-  return call
+  def on_mesh(jitted):
+    def call(*args):
+      with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.DEFAULT_RULES):
+        return jitted(*args)
+    return call
+  return {name: on_mesh(jax.jit(fn, in_shardings=shardings[name])) for name, fn in chosen.items()}
 
 
-def _score_chunk(score_fn, params, codec, candidates, problems_by_id, batch_size, start: list) -> list[str]:
-  prefix_len, correct_id, incorrect_id = evaluator_label_ids(codec)
-  prefix, label_ids = codec.encode(prompt_lib.EVALUATOR_LABELS[0])[:prefix_len], (correct_id, incorrect_id)
+def _score_chunk(score_fns: dict, params, codec, candidates, problems_by_id, batch_size, start: list) -> list[str]:
+  """Score records for `candidates`, with only the fields `score_fns` computes (each prompt built only if needed)."""
   lines = []
   for _, real, padded in _batches(candidates, batch_size):
-    eval_ids = [start + codec.encode(prompt_lib.evaluator_input(problems_by_id[c["problem_id"]], c["text"])) + prefix
-                for c in padded]
-    gen_prompt = [start + codec.encode(prompt_lib.generator_input(problems_by_id[c["problem_id"]])) for c in padded]
-    gen_full = [p + codec.encode(c["text"]) for p, c in zip(gen_prompt, padded)]
-    tokens, mask = decoding.left_pad(eval_ids, decoding.bucket_length(max(map(len, eval_ids))), codec.pad_id)
-    text_tokens, text_mask = decoding.left_pad(gen_full, decoding.bucket_length(max(map(len, gen_full))),
-                                               codec.pad_id)
-    weights = text_mask.copy()
-    for i, p in enumerate(gen_prompt):  # loss on the solution tokens only
-      weights[i, text_mask.shape[1] - len(gen_full[i]):text_mask.shape[1] - len(gen_full[i]) + len(p)] = 0
-    out = jax.device_get(score_fn(params, tokens, mask, jnp.asarray(label_ids), text_tokens,
-                                  weights.astype(np.float32), text_mask))
+    out, num_tokens = {}, None
+    if "score" in score_fns:
+      prefix_len, correct_id, incorrect_id = evaluator_label_ids(codec)
+      prefix = codec.encode(prompt_lib.EVALUATOR_LABELS[0])[:prefix_len]
+      ids = [start + codec.encode(prompt_lib.evaluator_input(problems_by_id[c["problem_id"]], c["text"])) + prefix
+             for c in padded]
+      tokens, mask = decoding.left_pad(ids, decoding.bucket_length(max(map(len, ids))), codec.pad_id)
+      out["score"] = score_fns["score"](params, tokens, mask, jnp.asarray((correct_id, incorrect_id)))
+    if "loglik" in score_fns:
+      prompts = [start + codec.encode(prompt_lib.generator_input(problems_by_id[c["problem_id"]])) for c in padded]
+      full = [p + codec.encode(c["text"]) for p, c in zip(prompts, padded)]
+      tokens, mask = decoding.left_pad(full, decoding.bucket_length(max(map(len, full))), codec.pad_id)
+      weights = mask.copy()
+      for i, p in enumerate(prompts):  # loss on the solution tokens only
+        weights[i, mask.shape[1] - len(full[i]):mask.shape[1] - len(full[i]) + len(p)] = 0
+      out["loglik"] = score_fns["loglik"](params, tokens, weights.astype(np.float32), mask)
+      num_tokens = [len(f) - len(p) for f, p in zip(full, prompts)]
+    out = jax.device_get(out)
     for i, c in enumerate(real):
       record = {"problem_id": c["problem_id"], "sample_id": c["sample_id"]}
       record.update({k: float(v[i]) for k, v in out.items()})
-      if "loglik" in out:
-        record["num_tokens"] = len(gen_full[i]) - len(gen_prompt[i])
+      if num_tokens is not None:
+        record["num_tokens"] = num_tokens[i]
       lines.append(json.dumps(record) + "\n")
   return lines
 
@@ -239,7 +249,7 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
     unknown = sorted({c["problem_id"] for c in items} - set(by_id))
     if unknown:
       raise InferenceInputError(f"{candidates_dir}: candidates for unknown problem ids, e.g. {unknown[:3]}")
-    score_fn = _score_fn(cfg, device_mesh, tuple(score_fields))
+    score_fns = _score_fns(cfg, device_mesh, tuple(score_fields))
   else:
     items = problem_list
     generate_fns: dict = {}
@@ -256,7 +266,7 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
       lines = _sample_chunk(generate_fns, params, cfg, codec, chunk, jax.random.fold_in(jax.random.PRNGKey(seed), c),
                             settings)
     else:
-      lines = _score_chunk(score_fn, params, codec, chunk, by_id, batch_size * num_samples, settings["start"])
+      lines = _score_chunk(score_fns, params, codec, chunk, by_id, batch_size * num_samples, settings["start"])
     _write_atomic(path, lines)
     written += len(lines)
     total_tokens += sum(json.loads(x).get("num_tokens", 0) for x in lines)

@@ -120,6 +120,18 @@ def test_score_mode_computes_only_the_fields_asked_for(tmp_path, checkpoint):
   with pytest.raises(ValueError, match="score_fields"):
     infer(output_dir=str(tmp_path / "bad"), checkpoint_path=checkpoint, mode="score", problems=SAMPLE["problems"],
           candidates_dir=samples, score_fields=("logprob",))
+  # On a (data 2, tensor 4) mesh of the 8 local devices, each field alone and both together match one device.
+  from mathft_jax.partitioning import MeshConfig
+  for fields in (("score",), ("loglik",), ("loglik", "score")):
+    out = str(tmp_path / ("mesh_" + "_".join(fields)))
+    infer(output_dir=out, checkpoint_path=checkpoint, mode="score", problems=SAMPLE["problems"],
+          candidates_dir=samples, chunk_size=8, batch_size=2, num_samples=2, score_fields=fields,
+          mesh=MeshConfig(2, 1, 4))
+    sharded = _records(out)
+    assert len(sharded) == len(both) == 30
+    for one, full in zip(sharded, both):
+      assert set(one) == {"problem_id", "sample_id", *fields} | ({"num_tokens"} if "loglik" in fields else set())
+      assert {k: pytest.approx(v, abs=1e-3) for k, v in one.items()} == {k: full[k] for k in one}
 
 
 def test_prompts_start_with_the_id_training_examples_start_with(tmp_path):
