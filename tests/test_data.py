@@ -129,21 +129,35 @@ def test_synthetic_domain_is_deterministic_disjoint_and_correct():
   assert forms == {"dfrac", ".", "frac", "int"}  # equivalent forms are all exercised
 
 
-def test_synthetic_level1_sums_take_both_routes():
-  records = list(synthetic.generate("train", 200, levels=(1,)))
+def test_synthetic_level1_sums_take_every_route():
+  records = list(synthetic.generate("train", 400, levels=(1,)))
+  orders = dict(synthetic.LEVEL1_ROUTES)
+  assert all(sorted(order) == list(range(synthetic.LEVEL1_TERMS)) for order in orders.values())  # each term once
+  assert orders["From left to right"] == tuple(range(5)) and orders["From right to left"] == tuple(range(4, -1, -1))
   routes = collections.Counter()
   for r in records:
     terms = [int(t) for t in re.search(r"\$([^$]*)\$\.$", r["problem"]).group(1).split(" + ")]
     route, steps = r["solution"].split(": ", 1)
     routes[route] += 1
-    order = terms if route == "From left to right" else terms[::-1]
+    order = [terms[i] for i in orders[route]]
     running, expected = order[0], []
     for d in order[1:]:
       expected.append(f"${running} + {d} = {running + d}$")
       running += d
     assert steps.startswith(", ".join(expected) + ". "), r
-    assert r["value"] == f"{sum(terms)}/1" and 3 <= len(terms) <= 7
-  assert set(routes) == {"From left to right", "From right to left"} and min(routes.values()) > 70
+    assert r["value"] == f"{sum(terms)}/1" and len(terms) == synthetic.LEVEL1_TERMS
+  assert set(routes) == set(orders) and min(routes.values()) > 400 / len(orders) * 0.7
+
+
+def test_demo_lengths_hold_every_level1_solution():
+  # Byte-level: a solution takes len(utf-8) tokens plus end of sequence; one cut in training or sampling would teach
+  # or grade a truncated solution (an earlier demo configuration cut 41% of them).
+  gin_text = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "gin", "recipes", "demo.gin")).read()
+  targets = int(re.search(r'TASK_FEATURE_LENGTHS = \{"inputs": (\d+), "targets": (\d+)\}', gin_text).group(2))
+  max_new = int(re.search(r"recipe.Sampling.max_new_tokens = (\d+)", gin_text).group(1))
+  longest = max(len(r["solution"].encode()) + 1 for split in synthetic.SPLITS
+                for r in synthetic.generate(split, 3000, levels=(1,)))
+  assert longest <= min(targets, max_new)
 
 
 def test_prompts_follow_the_paper():

@@ -1,7 +1,7 @@
 """The embedded default domain: seeded multi-step math problems with step-by-step LaTeX solutions.
 
-Five levels: (1) sums of one-digit numbers (two solution routes), (2) fraction arithmetic, (3) linear equations,
-(4) word problems with fractions of a quantity, (5) equations with brackets on both sides. Solutions end in
+Five levels: (1) sums of five one-digit numbers (four solution routes), (2) fraction arithmetic, (3) linear
+equations, (4) word problems with fractions of a quantity, (5) equations with brackets on both sides. Solutions end in
 `\\boxed{}`, and the boxed answer takes one of its equivalent forms (`\\frac{3}{4}`, `\\dfrac{3}{4}`, `\\frac34`,
 `0.75` where exact), so that answer clustering is exercised. Records have MATH's fields (unique_id, problem,
 solution, answer, level, subject) plus `value`, the exact answer as "p/q", for checking. Train and test are
@@ -13,6 +13,10 @@ from fractions import Fraction
 from typing import Iterator
 
 SPLITS = ("train", "test")
+LEVEL1_TERMS = 5
+# Level-1 solution routes: (name, the order in which the five terms are added).
+LEVEL1_ROUTES = (("From left to right", (0, 1, 2, 3, 4)), ("From right to left", (4, 3, 2, 1, 0)),
+                 ("From the ends inward", (0, 4, 1, 3, 2)), ("From the middle outward", (2, 1, 3, 0, 4)))
 
 
 def frac_latex(v: Fraction, rng: random.Random = None) -> str:
@@ -47,16 +51,17 @@ def _terminating_decimal(v: Fraction):
 
 
 def _level1(rng):
-  """A sum of 3-7 one-digit numbers (few facts, many combinations), added up by one of two routes chosen at random:
-  from left to right or from right to left. Two routes to one answer are what majority voting feeds on: a slip on
-  one route gives a wrong answer that the other route does not share, whereas with a single route the majority
-  answer tends to the greedy one."""
-  terms = [rng.randint(1, 9) for _ in range(rng.randint(3, 7))]
+  """A sum of five one-digit numbers (few facts, many combinations), added up along one of LEVEL1_ROUTES chosen at
+  random. Several routes to one answer are what majority voting feeds on: a slip on one route gives a wrong answer
+  that the other routes do not share, whereas with a single route the majority answer tends to the greedy one. The
+  number of terms is fixed so that every term sits a fixed distance from the solution's start and no route is
+  easier to find. (With 3-7 terms and two routes, the tiny model learned right-to-left first; greedy decoding took
+  it every time while half of the samples took the other route; docs/benchmarks.md.)"""
+  terms = [rng.randint(1, 9) for _ in range(LEVEL1_TERMS)]
   expr = " + ".join(map(str, terms))
-  if rng.random() < 0.5:
-    solution = "From left to right: " + _chain(terms[0], terms[1:]) + "."
-  else:
-    solution = "From right to left: " + _chain(terms[-1], terms[-2::-1]) + "."
+  name, order = LEVEL1_ROUTES[rng.randrange(len(LEVEL1_ROUTES))]
+  ordered = [terms[i] for i in order]
+  solution = f"{name}: " + _chain(ordered[0], ordered[1:]) + "."
   return "arithmetic", f"Compute ${expr}$.", [solution], Fraction(sum(terms))
 
 
