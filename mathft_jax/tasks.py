@@ -2,7 +2,7 @@
 
 Solution fine-tuning (SSFT), inputs = generator prompt, targets = step-by-step solution:
 - `ssft_synthetic`: the embedded synthetic domain (train 20,000 / validation = test 500 generated problems);
-  `ssft_synthetic_level<k>` (k = 1..5): one level alone (the demo trains on level 1, sums of one-digit numbers).
+  `ssft_synthetic_level<k>` (k = 1..5): one level alone (the demo trains on level 1, sums of five one-digit numbers).
 - `ssft_math`: MATH, train = `train_prm` (train + the 4,500 non-MATH500 test problems), validation/test = MATH500.
 - `ssft_math_train7500`: MATH's own train split (7,500), validation/test = MATH500.
 - `ssft_prm800k`: PRM800K's correct step-by-step solutions; `ssft_math_prm800k`: both, mixed by example count.
