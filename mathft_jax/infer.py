@@ -151,16 +151,18 @@ def _score_fns(cfg, mesh=None, fields=SCORE_FIELDS) -> dict:
 
 def _score_chunk(score_fns: dict, params, codec, candidates, problems_by_id, batch_size, start: list) -> list[str]:
   """Score records for `candidates`, with only the fields `score_fns` computes (each prompt built only if needed)."""
+  if "score" in score_fns:
+    prefix_len, correct_id, incorrect_id = evaluator_label_ids(codec)
+    prefix = codec.encode(prompt_lib.EVALUATOR_LABELS[0])[:prefix_len]
+    label_ids = jnp.asarray((correct_id, incorrect_id))
   lines = []
   for _, real, padded in _batches(candidates, batch_size):
     out, num_tokens = {}, None
     if "score" in score_fns:
-      prefix_len, correct_id, incorrect_id = evaluator_label_ids(codec)
-      prefix = codec.encode(prompt_lib.EVALUATOR_LABELS[0])[:prefix_len]
       ids = [start + codec.encode(prompt_lib.evaluator_input(problems_by_id[c["problem_id"]], c["text"])) + prefix
              for c in padded]
       tokens, mask = decoding.left_pad(ids, decoding.bucket_length(max(map(len, ids))), codec.pad_id)
-      out["score"] = score_fns["score"](params, tokens, mask, jnp.asarray((correct_id, incorrect_id)))
+      out["score"] = score_fns["score"](params, tokens, mask, label_ids)
     if "loglik" in score_fns:
       prompts = [start + codec.encode(prompt_lib.generator_input(problems_by_id[c["problem_id"]])) for c in padded]
       full = [p + codec.encode(c["text"]) for p, c in zip(prompts, padded)]

@@ -13,10 +13,10 @@ from fractions import Fraction
 from typing import Iterator
 
 SPLITS = ("train", "test")
-LEVEL1_TERMS = 5
 # Level-1 solution routes: (name, the order in which the five terms are added).
 LEVEL1_ROUTES = (("From left to right", (0, 1, 2, 3, 4)), ("From right to left", (4, 3, 2, 1, 0)),
                  ("From the ends inward", (0, 4, 1, 3, 2)), ("From the middle outward", (2, 1, 3, 0, 4)))
+LEVEL1_TERMS = len(LEVEL1_ROUTES[0][1])
 
 
 def frac_latex(v: Fraction, rng: random.Random = None) -> str:
