@@ -277,7 +277,9 @@ def test_evaluator_tasks_yield_labels_and_pair_structure(tmp_path):
   assert collections.Counter(labels) == {" correct": 7, " incorrect": 7}  # p1: 3 pairs, p3: 4 pairs
   for kind, first_input in (("margin", "Here is a math problem"), ("seq", "Problem:")):
     lengths = {"inputs": 160, "targets": 48} if kind == "margin" else {"inputs": 96, "targets": 48}
-    batch = next(SeqioSource(f"evaluator_{kind}:{graded}", lengths, batch_size=4, seed=3).host_batches(0))
+    source = SeqioSource(f"evaluator_{kind}:{graded}", lengths, batch_size=4, seed=3)
+    assert source.dataset().options().autotune.enabled is False  # its teardown waited up to 60 s (seqio_source)
+    batch = next(source.host_batches(0))
     assert batch["decoder_input_tokens"].shape == (4, 2, sum(lengths.values()))
     for row in range(4):
       pos, neg = (vocab.decode(batch["decoder_target_tokens"][row, i].tolist()) for i in (0, 1))
