@@ -112,5 +112,11 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 
 def shard_host_batch(host_batch: dict, mesh: Mesh) -> dict:
   """Assembles a global jax.Array batch from each process's local rows (no gathering onto one host)."""
+  ways = math.prod(mesh.shape[a] for a in BATCH_AXES)
+  for k, v in host_batch.items():
+    rows = np.shape(v)[0] * jax.process_count()
+    if rows % ways:
+      raise ValueError(f"a global batch of {rows} rows ({k}) does not divide over the mesh's batch axes {BATCH_AXES} "
+                       f"({ways} ways, mesh {dict(mesh.shape)}); choose a batch size that is a multiple of {ways}")
   return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
           for k, v in host_batch.items()}

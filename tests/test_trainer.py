@@ -48,6 +48,14 @@ def test_sharded_step_equals_single_device():
   assert max(float(np.abs(g).max()) for g in jax.tree_util.tree_leaves(grads1)) > 1e-3  # non-trivial grads
 
 
+def test_a_batch_that_does_not_divide_over_the_mesh_is_named():
+  trainer = Trainer(CFG, SGD, partitioning.make_mesh(partitioning.MeshConfig(4, 1, 2)))
+  state = trainer.init_state(seed=0)
+  with pytest.raises(ValueError, match=r"global batch of 6 rows .* multiple of 4"):
+    trainer.train_step(state, _batch(batch=6))
+  trainer.train_step(state, _batch(batch=4))  # 4 rows over data=4 are fine
+
+
 def test_gradient_accumulation_equals_full_batch():
   grads1, loss1, _ = _grads_and_loss(partitioning.MeshConfig(1, 1, 1), jax.devices()[:1])
   grads4, loss4, _ = _grads_and_loss(partitioning.MeshConfig(1, 1, 1), jax.devices()[:1], accum_steps=4)
