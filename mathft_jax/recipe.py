@@ -60,6 +60,58 @@ def _infer_done(output_dir: str) -> bool:
   return all(_done(os.path.join(output_dir, f"shard-{i}-of-{n}.COMPLETE")) for i in range(n))
 
 
+class ChangedSettingsError(ValueError):
+  """A run directory is being resumed with other settings than it was made with."""
+
+
+SETTINGS_FILE = "recipe_settings.json"
+# What decides a run's numbers. Mesh layouts, rematerialisation, the memory check and plan_only do not: a run may
+# resume on another slice.
+_SETTINGS = ("model_config", "generator_task", "task_feature_lengths", "train_problems", "test_problems",
+             "ssft_steps", "evaluator_steps", "multitask_steps", "evaluator_loss", "run_control", "batch_size",
+             "evaluator_batch_size", "learning_rate", "evaluator_learning_rate", "multitask_learning_rate",
+             "evaluator_loss_options", "warmup_steps", "initial_checkpoint_path", "sampling", "k_clusters",
+             "include_reference_solutions", "evaluator_feature_lengths", "seed")
+
+
+def _flat_settings(settings: dict) -> dict:
+  """{"model_config.num_layers": 4, "sampling.temperature": 0.5, ...}: JSON values under dotted names."""
+  out = {}
+
+  def walk(name, value):
+    if dataclasses.is_dataclass(value):
+      value = {k: v for k, v in dataclasses.asdict(value).items() if k not in ("mesh", "remat")}
+    if isinstance(value, dict) and value:
+      for k, v in value.items():
+        walk(f"{name}.{k}", v)
+    else:
+      out[name] = json.loads(json.dumps(value))
+  for name, value in settings.items():
+    walk(name, value)
+  return out
+
+
+def _check_settings(run_dir: str, settings: dict) -> None:
+  """The first run writes run_dir/recipe_settings.json; a rerun with other settings stops before any stage,
+  naming what changed (resuming would mix stages made with the old settings into the new report)."""
+  now = _flat_settings(settings)
+  file = os.path.join(run_dir, SETTINGS_FILE)
+  if os.path.exists(file):
+    with open(file) as f:
+      before = json.load(f)
+    changed = sorted(k for k in set(before) | set(now) if before.get(k, "absent") != now.get(k, "absent"))
+    if changed:
+      raise ChangedSettingsError(
+          f"{file}: {run_dir} was made with other settings ("
+          + "; ".join(f"{k}: {before.get(k, 'absent')!r} -> {now.get(k, 'absent')!r}" for k in changed)
+          + "). Use a new run_dir (finished stage directories copied into it are reused) or remove this one.")
+  elif jax.process_index() == 0:
+    os.makedirs(run_dir, exist_ok=True)
+    with open(file + ".tmp", "w") as f:
+      json.dump(now, f, indent=1, sort_keys=True)
+    os.replace(file + ".tmp", file)
+
+
 def _on_first_host(label: str, fn, unless_exists: Optional[str] = None) -> None:
   """Runs fn on process 0 only (grading, re-ranking and reports write shared files), then every host waits for
   it. Only process 0 looks at `unless_exists` (skip when that output is there), so every host always reaches the
@@ -74,7 +126,8 @@ def _on_first_host(label: str, fn, unless_exists: Optional[str] = None) -> None:
 def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str, task_feature_lengths: dict,
                train_problems: str, test_problems: str, ssft_steps: int, evaluator_steps: int = 0,
                multitask_steps: int = 0, evaluator_loss: str = "ce", run_control: bool = True,
-               batch_size: int = 16, learning_rate: float = 1e-5, evaluator_learning_rate: Optional[float] = None,
+               batch_size: int = 16, evaluator_batch_size: Optional[int] = None, learning_rate: float = 1e-5,
+               evaluator_learning_rate: Optional[float] = None,
                multitask_learning_rate: Optional[float] = None, evaluator_loss_options: Optional[dict] = None,
                warmup_steps: int = 0, initial_checkpoint_path: Optional[str] = None,
                sampling: Sampling = Sampling(), mesh: MeshConfig = MeshConfig(), k_clusters: int = 8,
@@ -88,6 +141,8 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
 
   evaluator_loss_options: keyword arguments of the evaluator loss, e.g. {"margin": 1.0, "alpha": 1.0} for "seq"
     (see `mathft_jax.evaluator_losses`).
+  evaluator_batch_size: examples per evaluator step (pairs for "margin" and "seq", each two sequences); defaults to
+    batch_size.
   learning_rate: peak learning rate of SSFT; evaluator_learning_rate and multitask_learning_rate (stage 3 and the
   continued control, which start from trained models) default to it.
   include_reference_solutions: add each training problem's reference solution to the evaluator's data as a
@@ -98,9 +153,10 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
   tokens. "seq" pairs are generator examples and always use task_feature_lengths (this setting is ignored).
   """
   evaluator_feature_lengths = _evaluator_lengths(evaluator_feature_lengths, task_feature_lengths, evaluator_loss)
+  evaluator_batch_size = evaluator_batch_size or batch_size
   if slice_name or plan_only:
     plan = memory_plan(model_config, mesh, batch_size, task_feature_lengths, evaluator_feature_lengths,
-                       evaluator_loss, sampling, slice_name)
+                       evaluator_loss, sampling, slice_name, evaluator_batch_size)
     if plan_only:
       return plan
   from mathft_jax.data.seqio_source import SeqioSource
@@ -118,11 +174,12 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
                        f"{evaluator_loss!r} loss")
     evaluator_loss_fn = functools.partial(evaluator_loss_fn, **evaluator_loss_options)
   partitioning.maybe_initialize_distributed()  # before anything asks JAX about processes (a resumed run samples first)
+  _check_settings(run_dir, {k: v for k, v in locals().items() if k in _SETTINGS})
   start = time.time()
   path = lambda *parts: os.path.join(run_dir, *parts)  # noqa: E731
 
   def train_stage(name: str, task: str, steps: int, init: Optional[str], lr: float, loss_fn=next_token_loss,
-                  lengths: Optional[dict] = None) -> str:
+                  lengths: Optional[dict] = None, batch: int = batch_size) -> str:
     export = path(name, "export")
     if _done(os.path.join(export, "model_config.json")):
       _log(f"{name}: done earlier ({export})", start)
@@ -130,7 +187,7 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
     _log(f"{name}: {steps} steps on {task} from {init or 'random init'}", start)
     schedule = ScheduleConfig(kind="cosine", peak=lr, warmup_steps=min(warmup_steps, steps), total_steps=steps)
     train(model_dir=path(name), model_config=model_config, train_steps=steps, seed=seed, mesh=mesh,
-          train_data=SeqioSource(task, lengths or task_feature_lengths, batch_size, seed=seed),
+          train_data=SeqioSource(task, lengths or task_feature_lengths, batch, seed=seed),
           optimizer=OptimizerConfig(schedule=schedule), loss_fn=loss_fn, initial_checkpoint_path=init,
           checkpoint_every=max(steps // 4, 1), log_every=max(steps // 8, 1))
     return export
@@ -178,7 +235,7 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
     _on_first_host("train_graded", grade, unless_exists=graded)
     evaluator = train_stage("evaluator", f"evaluator_{evaluator_loss}:{os.path.abspath(graded)}", evaluator_steps,
                             ssft, evaluator_learning_rate or learning_rate, evaluator_loss_fn,
-                            evaluator_feature_lengths)
+                            evaluator_feature_lengths, evaluator_batch_size)
     stage3_lr = multitask_learning_rate or learning_rate
     if multitask_steps:
       generators["multitask"] = train_stage("multitask", generator_task, multitask_steps, evaluator, stage3_lr)
@@ -212,9 +269,10 @@ def _evaluator_lengths(lengths: Optional[dict], generator_lengths: dict, loss: s
 
 def memory_plan(model_config: DecoderConfig, mesh: MeshConfig, batch_size: int, task_feature_lengths: dict,
                 evaluator_feature_lengths: Optional[dict], evaluator_loss: str, sampling: Sampling,
-                slice_name: Optional[str]) -> dict:
+                slice_name: Optional[str], evaluator_batch_size: Optional[int] = None) -> dict:
   """{stage: per-device MemoryEstimate} for SSFT, evaluator training and sampling on `slice_name`; prints the
-  tables and raises ValueError when a stage exceeds 90% of a chip's HBM."""
+  tables and raises ValueError when a stage exceeds 90% of a chip's HBM. evaluator_batch_size defaults to
+  batch_size."""
   from mathft_jax import memory
   slice_ = memory.SLICES[slice_name] if slice_name else None
   devices = slice_.chips if slice_ else len(__import__("jax").devices())
@@ -224,7 +282,7 @@ def memory_plan(model_config: DecoderConfig, mesh: MeshConfig, batch_size: int, 
   plan = {
       "ssft": memory.estimate_training(model_config, mesh, devices, batch_size,
                                        sum(task_feature_lengths.values())),
-      "evaluator": memory.estimate_training(model_config, mesh, devices, batch_size * pairs,
+      "evaluator": memory.estimate_training(model_config, mesh, devices, (evaluator_batch_size or batch_size) * pairs,
                                             sum(evaluator_lengths.values())),
       "sampling": memory.estimate_sampling(model_config, sampling.mesh or MeshConfig(1, 1, 1),
                                            host_devices if sampling.mesh else 1, sampling.batch_size,

@@ -1,6 +1,8 @@
 """CI-sized smoke run of the whole recipe: every stage's outputs exist and are well-formed; a rerun resumes."""
+import dataclasses
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -10,7 +12,7 @@ import pytest
 
 from mathft_jax.models import preset
 from mathft_jax.partitioning import MeshConfig
-from mathft_jax.recipe import Sampling, _evaluator_lengths, run_recipe
+from mathft_jax.recipe import ChangedSettingsError, Sampling, _evaluator_lengths, run_recipe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,7 +21,8 @@ def test_recipe_smoke_run_and_resume(tmp_path, capsys):
   kwargs = dict(run_dir=str(tmp_path), model_config=preset("tiny", {"num_layers": 1}),
                 generator_task="ssft_synthetic", task_feature_lengths={"inputs": 64, "targets": 128},
                 train_problems="synthetic:train:4", test_problems="synthetic:test:4", ssft_steps=3,
-                evaluator_steps=2, multitask_steps=2, evaluator_loss="margin", batch_size=8, learning_rate=1e-3,
+                evaluator_steps=2, multitask_steps=2, evaluator_loss="margin", batch_size=8, evaluator_batch_size=16,
+                learning_rate=1e-3,
                 sampling=Sampling(num_samples=2, train_num_samples=3, max_new_tokens=12, batch_size=2, chunk_size=2),
                 mesh=MeshConfig(), include_reference_solutions=True)
   results = run_recipe(**kwargs)
@@ -40,10 +43,20 @@ def test_recipe_smoke_run_and_resume(tmp_path, capsys):
   assert "| metric | ssft | multitask | continued |" in report and "RR.Top-8@2" in report
   assert "within a problem" in report
   assert os.path.getsize(tmp_path / "accuracy_vs_n.png") > 1000
-  capsys.readouterr()
+  first = capsys.readouterr().out
+  evaluator_log = first[first.index("evaluator: 2 steps"):first.index("multitask: 2 steps")]
+  assert [float(x) for x in re.findall(r"weight_sum=([\d.]+)", evaluator_log)] == [16.0, 16.0]  # pairs a step
   run_recipe(**kwargs)  # everything exists: no stage runs again
   log = capsys.readouterr().out
   assert "done earlier" in log and "steps on" not in log and "samples on" not in log
+  # other settings would mix stale stages into the report: stop before any stage, naming what changed
+  with pytest.raises(ChangedSettingsError, match=r"evaluator_steps: 2 -> 3\)"):
+    run_recipe(**{**kwargs, "evaluator_steps": 3})
+  with pytest.raises(ChangedSettingsError, match=r"model_config.num_layers: 1 -> 2; sampling.temperature: 0.8 -> 0.5"):
+    run_recipe(**{**kwargs, "model_config": preset("tiny", {"num_layers": 2}),
+                  "sampling": dataclasses.replace(kwargs["sampling"], temperature=0.5)})
+  assert "steps on" not in capsys.readouterr().out
+  run_recipe(**{**kwargs, "mesh": MeshConfig(2, 1, 4)})  # another layout resumes
 
 
 def test_seq_pairs_keep_the_generator_lengths():
