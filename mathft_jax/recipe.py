@@ -99,11 +99,12 @@ def _check_settings(run_dir: str, settings: dict) -> None:
   if os.path.exists(file):
     with open(file) as f:
       before = json.load(f)
-    changed = sorted(k for k in set(before) | set(now) if before.get(k, "absent") != now.get(k, "absent"))
+    shown = lambda d, k: repr(d[k]) if k in d else "(not set)"  # noqa: E731
+    changed = sorted(k for k in set(before) | set(now) if k not in before or k not in now or before[k] != now[k])
     if changed:
       raise ChangedSettingsError(
           f"{file}: {run_dir} was made with other settings ("
-          + "; ".join(f"{k}: {before.get(k, 'absent')!r} -> {now.get(k, 'absent')!r}" for k in changed)
+          + "; ".join(f"{k}: {shown(before, k)} -> {shown(now, k)}" for k in changed)
           + "). Use a new run_dir (finished stage directories copied into it are reused) or remove this one.")
   elif jax.process_index() == 0:
     os.makedirs(run_dir, exist_ok=True)
