@@ -76,6 +76,11 @@ def bucket_length(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
   return 1 << (n - 1).bit_length()
 
 
+def mask_positions(mask: jax.Array) -> jax.Array:
+  """Positions [B, L] of left-padded rows from their 0/1 mask [B, L]: 0 at the first real token (0 on padding)."""
+  return jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+
+
 def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """Token lists -> (tokens [P, length], mask [P, length]) right-aligned; a prompt longer than `length` is an error."""
   tokens = np.full((len(prompts), length), pad_id, np.int32)
@@ -110,7 +115,7 @@ def generate(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Array, rng
   decoder = Decoder(cfg)
   num_prompts, prompt_len = tokens.shape
   rows = num_prompts * num_samples
-  positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+  positions = mask_positions(mask)
   cache = init_cache(cfg, num_prompts, prompt_len + max_new_tokens)
   logits, cache = decoder.apply({"params": params}, tokens, positions, mask, cache)
   repeat = lambda x: jnp.repeat(x, num_samples, axis=0)  # noqa: E731

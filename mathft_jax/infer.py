@@ -27,6 +27,7 @@ from mathft_jax.models import Decoder, abstract_params
 from mathft_jax.models.convert import load_params
 from mathft_jax.problems import load_problems
 from mathft_jax.text_codec import DECODER_START_ID, evaluator_label_ids, get_codec
+from mathft_jax.train_step import token_log_probs
 
 
 class InferenceInputError(ValueError):
@@ -122,16 +123,14 @@ def _score_fns(cfg, mesh=None, fields=SCORE_FIELDS) -> dict:
   decoder = Decoder(cfg)
 
   def label_score(params, tokens, mask, label_ids):
-    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-    logits, _ = decoder.apply({"params": params}, tokens, positions, mask)
+    logits, _ = decoder.apply({"params": params}, tokens, decoding.mask_positions(mask), mask)
     last = jax.nn.log_softmax(logits[:, -1])
     correct, incorrect = last[:, label_ids[0]], last[:, label_ids[1]]
     return jnp.exp(correct - jnp.logaddexp(correct, incorrect))
 
   def loglik(params, tokens, weights, mask):
-    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-    logits, _ = decoder.apply({"params": params}, tokens[:, :-1], positions[:, :-1], mask[:, :-1])
-    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], axis=-1)[..., 0]
+    logits, _ = decoder.apply({"params": params}, tokens[:, :-1], decoding.mask_positions(mask)[:, :-1], mask[:, :-1])
+    logp, _ = token_log_probs(logits, tokens[:, 1:])
     return jnp.sum(logp * weights[:, 1:], axis=-1)
 
   chosen = {name: fn for name, fn in (("score", label_score), ("loglik", loglik)) if name in fields}

@@ -65,13 +65,9 @@ class ChangedSettingsError(ValueError):
 
 
 SETTINGS_FILE = "recipe_settings.json"
-# What decides a run's numbers. Mesh layouts, rematerialisation, the memory check and plan_only do not: a run may
-# resume on another slice.
-_SETTINGS = ("model_config", "generator_task", "task_feature_lengths", "train_problems", "test_problems",
-             "ssft_steps", "evaluator_steps", "multitask_steps", "evaluator_loss", "run_control", "batch_size",
-             "evaluator_batch_size", "learning_rate", "evaluator_learning_rate", "multitask_learning_rate",
-             "evaluator_loss_options", "warmup_steps", "initial_checkpoint_path", "sampling", "k_clusters",
-             "include_reference_solutions", "evaluator_feature_lengths", "seed")
+# run_recipe arguments that do not decide a run's numbers (every other one does): where it runs, the mesh layout,
+# the memory check. A run may resume on another slice.
+_NOT_SETTINGS = ("run_dir", "mesh", "slice_name", "plan_only")
 
 
 def _flat_settings(settings: dict) -> dict:
@@ -80,7 +76,7 @@ def _flat_settings(settings: dict) -> dict:
 
   def walk(name, value):
     if dataclasses.is_dataclass(value):
-      value = {k: v for k, v in dataclasses.asdict(value).items() if k not in ("mesh", "remat")}
+      value = {k: v for k, v in dataclasses.asdict(value).items() if k not in ("mesh", "remat")}  # layouts
     if isinstance(value, dict) and value:
       for k, v in value.items():
         walk(f"{name}.{k}", v)
@@ -175,7 +171,8 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
                        f"{evaluator_loss!r} loss")
     evaluator_loss_fn = functools.partial(evaluator_loss_fn, **evaluator_loss_options)
   partitioning.maybe_initialize_distributed()  # before anything asks JAX about processes (a resumed run samples first)
-  _check_settings(run_dir, {k: v for k, v in locals().items() if k in _SETTINGS})
+  _check_settings(run_dir, {k: v for k, v in locals().items()
+                            if k in inspect.signature(run_recipe).parameters and k not in _NOT_SETTINGS})
   start = time.time()
   path = lambda *parts: os.path.join(run_dir, *parts)  # noqa: E731
 
