@@ -43,7 +43,8 @@ setuptools.setup(
     extras_require={"test": TEST},
     entry_points={
         "console_scripts": [
-            "mathft-import-hf=mathft_jax.models.convert:main",
+            "mathft-import-hf=mathft_jax.models.hf_import:main",
+            "mathft-export-hf=mathft_jax.models.hf_export:main",
             "mathft-train=mathft_jax.train:main",
             "mathft-infer=mathft_jax.infer:main",
             "mathft-rerank=mathft_jax.rerank:main",

@@ -45,7 +45,7 @@ def main() -> None:
     cfg = preset(args.preset, {"dtype": "bfloat16" if jax.devices()[0].platform != "cpu" else "float32"})
     params, model = init_params(cfg, jax.random.PRNGKey(0)), None
   else:
-    from mathft_jax.models.convert import load_hf_checkpoint
+    from mathft_jax.models.hf_import import load_hf_checkpoint
     model = _hf_model(args)
     with tempfile.TemporaryDirectory() as d:
       model.save_pretrained(d)

@@ -9,23 +9,22 @@
   calibrated. A per-token mean here is ~100x weaker for 100-token solutions, and at demo size it let 100 steps
   at 1e-4 take the model's greedy accuracy from 60% to 14% (docs/benchmarks.md).
 Both return per-pair sums with weight_sum = number of pairs, and "correct_sum" = pairs ranked right (reported as
-accuracy).
+accuracy). `labels` = (shared prefix length, correct id, incorrect id) of the model's tokenizer
+(`Tokenizer.evaluator_labels`); the trainer binds them from the tokenizer the model was made with.
 """
 import jax
 import jax.numpy as jnp
 
 from mathft_jax.train_step import token_log_probs
 
-# Byte vocabulary: " correct" / " incorrect" share the space; then 'c' vs 'i' (ids = byte + 3).
-BYTE_LABELS = (1, ord("c") + 3, ord("i") + 3)
-
 
 def _flatten_pairs(batch: dict) -> dict:
   return {k: v.reshape((-1,) + v.shape[2:]) for k, v in batch.items()}
 
 
-def label_log_score(logits: jax.Array, weights: jax.Array, labels=BYTE_LABELS) -> jax.Array:
-  """log S per row: logits [N, L, V], weights [N, L] (1 on the label tokens) -> [N]."""
+def label_log_score(logits: jax.Array, weights: jax.Array, labels: tuple) -> jax.Array:
+  """log S per row: logits [N, L, V], weights [N, L] (1 on the label tokens), labels (prefix length, correct id,
+  incorrect id) -> [N]."""
   prefix_len, correct_id, incorrect_id = labels
   first = jnp.argmax(weights > 0, axis=1)  # the first label token
   position = first + prefix_len
@@ -34,7 +33,10 @@ def label_log_score(logits: jax.Array, weights: jax.Array, labels=BYTE_LABELS) -
   return c - jnp.logaddexp(c, i)
 
 
-def margin_loss(apply_fn, params, batch, margin: float = 1.0, ce_weight: float = 0.0, labels=BYTE_LABELS):
+def margin_loss(apply_fn, params, batch, margin: float = 1.0, ce_weight: float = 0.0, labels=None):
+  if labels is None:
+    raise ValueError("margin_loss needs labels=(prefix length, correct id, incorrect id) of the model's tokenizer "
+                     "(mathft-train binds them from the tokenizer the model was made with)")
   flat = _flatten_pairs(batch)
   logits = apply_fn(params, flat)
   log_s = label_log_score(logits, flat["decoder_loss_weights"], labels).reshape(-1, 2)

@@ -23,10 +23,9 @@ import numpy as np
 
 from mathft_jax import decoding, partitioning
 from mathft_jax.data import prompts as prompt_lib
-from mathft_jax.models import Decoder, abstract_params
-from mathft_jax.models.convert import load_params
+from mathft_jax.models import Decoder, abstract_params, params_io
 from mathft_jax.problems import load_problems
-from mathft_jax.text_codec import DECODER_START_ID, evaluator_label_ids, get_codec
+from mathft_jax.tokenizer import Tokenizer
 from mathft_jax.train_step import token_log_probs
 
 
@@ -80,20 +79,20 @@ def _batches(items: list, size: int):
     yield i // size, batch, batch + [batch[-1]] * (size - len(batch))  # fixed shapes: pad with copies
 
 
-def _sample_chunk(generate_fns, params, cfg, codec, problems, chunk_rng, settings) -> list[str]:
+def _sample_chunk(generate_fns, params, cfg, tokenizer: Tokenizer, problems, chunk_rng, settings) -> list[str]:
   lines = []
   stops = settings["stop_strings"]
   for b, real, padded in _batches(problems, settings["batch_size"]):
     make_prompt = prompt_lib.few_shot_input if settings["prompt_format"] == "few_shot" else prompt_lib.generator_input
-    ids = [settings["start"] + codec.encode(make_prompt(p["problem"])) for p in padded]
+    ids = [tokenizer.prompt_ids(make_prompt(p["problem"])) for p in padded]
     length = decoding.bucket_length(max(map(len, ids)))
     if length not in generate_fns:
       generate_fns[length] = decoding.make_generate_fn(
           cfg, num_samples=settings["num_samples"], max_new_tokens=settings["max_new_tokens"],
-          sampler=_sampler(settings["temperature"], settings["top_k"], settings["top_p"]), eos_id=codec.eos_id,
-          pad_id=codec.pad_id, stop_sequences=tuple(tuple(codec.encode(s)) for s in stops),
+          sampler=_sampler(settings["temperature"], settings["top_k"], settings["top_p"]), eos_id=tokenizer.eos_id,
+          pad_id=tokenizer.pad_id, stop_sequences=tuple(tuple(tokenizer.encode(s)) for s in stops),
           mesh=settings["device_mesh"])
-    tokens, mask = decoding.left_pad(ids, length, codec.pad_id)
+    tokens, mask = decoding.left_pad(ids, length, tokenizer.pad_id)
     out = jax.device_get(generate_fns[length](params, tokens, mask, jax.random.fold_in(chunk_rng, b)))
     n = settings["num_samples"]
     for i, problem in enumerate(real):
@@ -102,7 +101,7 @@ def _sample_chunk(generate_fns, params, cfg, codec, problems, chunk_rng, setting
         count = int(out["num_tokens"][row])
         finish = decoding.FINISH_NAMES[int(out["finish"][row])]
         kept = out["tokens"][row, :count - 1 if finish == "eos" else count]
-        text = codec.decode(kept.tolist())
+        text = tokenizer.decode(kept.tolist())
         if finish == "stop":
           text = text[:min((text.find(x) for x in stops if x in text), default=len(text))]
         lines.append(json.dumps({"problem_id": problem["problem_id"], "sample_id": s, "text": text,
@@ -148,24 +147,26 @@ def _score_fns(cfg, mesh=None, fields=SCORE_FIELDS) -> dict:
   return {name: on_mesh(jax.jit(fn, in_shardings=shardings[name])) for name, fn in chosen.items()}
 
 
-def _score_chunk(score_fns: dict, params, codec, candidates, problems_by_id, batch_size, start: list) -> list[str]:
-  """Score records for `candidates`, with only the fields `score_fns` computes (each prompt built only if needed)."""
+def _score_chunk(score_fns: dict, params, tokenizer: Tokenizer, candidates, problems_by_id, batch_size) -> list[str]:
+  """Score records for `candidates`, with only the fields `score_fns` computes (each prompt built only if needed).
+  Prompts and texts are tokenized as in training: the evaluator prompt followed by the labels' shared prefix, and
+  generator prompt + text by `Tokenizer.example_ids`."""
   if "score" in score_fns:
-    prefix_len, correct_id, incorrect_id = evaluator_label_ids(codec)
-    prefix = codec.encode(prompt_lib.EVALUATOR_LABELS[0])[:prefix_len]
+    prefix, correct_id, incorrect_id = tokenizer.evaluator_labels()
     label_ids = jnp.asarray((correct_id, incorrect_id))
   lines = []
   for _, real, padded in _batches(candidates, batch_size):
     out, num_tokens = {}, None
     if "score" in score_fns:
-      ids = [start + codec.encode(prompt_lib.evaluator_input(problems_by_id[c["problem_id"]], c["text"])) + prefix
+      ids = [tokenizer.prompt_ids(prompt_lib.evaluator_input(problems_by_id[c["problem_id"]], c["text"])) + prefix
              for c in padded]
-      tokens, mask = decoding.left_pad(ids, decoding.bucket_length(max(map(len, ids))), codec.pad_id)
+      tokens, mask = decoding.left_pad(ids, decoding.bucket_length(max(map(len, ids))), tokenizer.pad_id)
       out["score"] = score_fns["score"](params, tokens, mask, label_ids)
     if "loglik" in score_fns:
-      prompts = [start + codec.encode(prompt_lib.generator_input(problems_by_id[c["problem_id"]])) for c in padded]
-      full = [p + codec.encode(c["text"]) for p, c in zip(prompts, padded)]
-      tokens, mask = decoding.left_pad(full, decoding.bucket_length(max(map(len, full))), codec.pad_id)
+      pairs = [tokenizer.example_ids(prompt_lib.generator_input(problems_by_id[c["problem_id"]]), c["text"])
+               for c in padded]
+      prompts, full = [p for p, _ in pairs], [p + t for p, t in pairs]
+      tokens, mask = decoding.left_pad(full, decoding.bucket_length(max(map(len, full))), tokenizer.pad_id)
       weights = mask.copy()
       for i, p in enumerate(prompts):  # loss on the solution tokens only
         weights[i, mask.shape[1] - len(full[i]):mask.shape[1] - len(full[i]) + len(p)] = 0
@@ -194,13 +195,12 @@ def read_candidate_chunks(candidates_dir: str) -> list[dict]:
   return records
 
 
-def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vocabulary: str = "byte",
+def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, tokenizer: Optional[str] = None,
           num_samples: int = 64, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
           max_new_tokens: int = 512, seed: int = 0, chunk_size: int = 16, batch_size: int = 4,
           shard_id: Optional[int] = None, num_shards: Optional[int] = None, stop_strings: Sequence[str] = (),
           candidates_dir: Optional[str] = None, mesh: Optional[partitioning.MeshConfig] = None,
-          prompt_format: str = "generator", bos_id: Optional[int] = DECODER_START_ID,
-          score_fields: Sequence[str] = SCORE_FIELDS) -> int:
+          prompt_format: str = "generator", score_fields: Sequence[str] = SCORE_FIELDS) -> int:
   """Runs `mode` ("sample" or "score") and returns the number of records this call wrote (0 when all existed).
 
   shard_id / num_shards default to this process's index / the process count (one shard per host).
@@ -209,10 +209,8 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
   score_fields: what mode="score" computes, each a forward pass of its own: "score" (the evaluator's label
     probability, for "ce"/"margin" evaluators) and/or "loglik" (+ num_tokens; for a "seq" evaluator).
   prompt_format: "generator" (fine-tuned models) or "few_shot" (4 exemplars, for pretrained checkpoints).
-  bos_id: id put before every prompt (a real token, unlike padding). The default 0 is what the trainer's seqio
-    feature converters put before each example, so fine-tuned models see at inference what they saw in
-    training (without it a byte-level model fine-tuned here garbles words); for a pretrained checkpoint prompted
-    as is, pass its tokenizer's BOS (Gemma 2, Llama-3 128000), or None for no start token.
+  tokenizer: the checkpoint's own tokenizer is used (its BOS, EOS and ids, as in training); one given here must be
+    that same tokenizer, and is required only for params folders written before tokenizers travelled with models.
   """
   if prompt_format not in ("generator", "few_shot"):
     raise ValueError(f"prompt_format must be 'generator' or 'few_shot', got {prompt_format!r}")
@@ -221,27 +219,23 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
   num_shards = jax.process_count() if num_shards is None else num_shards
   if mode not in ("sample", "score"):
     raise ValueError(f"mode must be 'sample' or 'score', got {mode!r}")
-  codec = get_codec(vocabulary)
-  device_mesh = partitioning.make_mesh(mesh, jax.local_devices()) if mesh is not None else None
-  cfg, params = load_params(checkpoint_path, device_mesh)
+  tok = params_io.checkpoint_tokenizer(checkpoint_path, tokenizer)  # before any compute: fails fast
   problem_list = read_problems(problems)
-  step = None  # stays None for checkpoints without training provenance (e.g. an HF import)
-  if os.path.exists(os.path.join(checkpoint_path, "train_info.json")):
-    with open(os.path.join(checkpoint_path, "train_info.json")) as f:
-      step = json.load(f)["step"]
+  device_mesh = partitioning.make_mesh(mesh, jax.local_devices()) if mesh is not None else None
+  cfg, params = params_io.load_params(checkpoint_path, device_mesh)
+  # step stays None for checkpoints without training provenance (e.g. an HF import)
+  step = params_io.read_manifest(checkpoint_path).get("provenance", {}).get("step")
   settings = {"mode": mode, "checkpoint_path": os.path.abspath(checkpoint_path), "checkpoint_step": step,
-              "problems": problems,
-              "vocabulary": vocabulary, "num_samples": num_samples, "temperature": temperature, "top_k": top_k,
-              "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed, "chunk_size": chunk_size,
-              "batch_size": batch_size, "stop_strings": list(stop_strings), "candidates_dir": candidates_dir,
-              "prompt_format": prompt_format, "bos_id": bos_id}
+              "problems": problems, "tokenizer": tok.fingerprint, "num_samples": num_samples,
+              "temperature": temperature, "top_k": top_k, "top_p": top_p, "max_new_tokens": max_new_tokens,
+              "seed": seed, "chunk_size": chunk_size, "batch_size": batch_size, "stop_strings": list(stop_strings),
+              "candidates_dir": candidates_dir, "prompt_format": prompt_format}
   if mode == "score":
     if not score_fields or set(score_fields) - set(SCORE_FIELDS):
       raise ValueError(f"score_fields must be a non-empty subset of {SCORE_FIELDS}, got {tuple(score_fields)!r}")
     settings["score_fields"] = sorted(score_fields)
   os.makedirs(os.path.join(output_dir, "chunks"), exist_ok=True)
   _check_manifest(output_dir, settings)
-  settings["start"] = [] if bos_id is None else [bos_id]
   if mode == "score":
     if not candidates_dir:
       raise ValueError("mode='score' needs candidates_dir (a mode='sample' output_dir)")
@@ -264,10 +258,10 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, vo
       continue  # finished by an earlier run
     chunk = items[c * chunk_size:(c + 1) * chunk_size]
     if mode == "sample":
-      lines = _sample_chunk(generate_fns, params, cfg, codec, chunk, jax.random.fold_in(jax.random.PRNGKey(seed), c),
+      lines = _sample_chunk(generate_fns, params, cfg, tok, chunk, jax.random.fold_in(jax.random.PRNGKey(seed), c),
                             settings)
     else:
-      lines = _score_chunk(score_fns, params, codec, chunk, by_id, batch_size * num_samples, settings["start"])
+      lines = _score_chunk(score_fns, params, tok, chunk, by_id, batch_size * num_samples)
     _write_atomic(path, lines)
     written += len(lines)
     total_tokens += sum(json.loads(x).get("num_tokens", 0) for x in lines)

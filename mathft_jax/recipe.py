@@ -23,10 +23,11 @@ from typing import Optional
 import jax
 
 from mathft_jax.evaluator_losses import margin_loss, sequence_contrastive_loss
-from mathft_jax.models import DecoderConfig
+from mathft_jax.models import DecoderConfig, params_io
 from mathft_jax.optim import OptimizerConfig, ScheduleConfig
 from mathft_jax import partitioning
 from mathft_jax.partitioning import MeshConfig
+from mathft_jax.tokenizer import load_tokenizer
 from mathft_jax.train_step import next_token_loss
 
 LOSSES = {"ce": next_token_loss, "margin": margin_loss, "seq": sequence_contrastive_loss}
@@ -42,7 +43,6 @@ class Sampling:
   chunk_size: int = 16
   prompt_format: str = "generator"
   stop_strings: tuple = ()
-  bos_id: Optional[int] = 0  # see mathft_jax.infer: 0 for models fine-tuned here, the tokenizer's BOS for raw ones
   mesh: Optional[MeshConfig] = None  # decode/score over each host's local devices (needed once params outgrow one)
 
 
@@ -129,7 +129,8 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
                warmup_steps: int = 0, initial_checkpoint_path: Optional[str] = None,
                sampling: Sampling = Sampling(), mesh: MeshConfig = MeshConfig(), k_clusters: int = 8,
                include_reference_solutions: bool = False, evaluator_feature_lengths: Optional[dict] = None,
-               seed: int = 0, slice_name: Optional[str] = None, plan_only: bool = False) -> dict:
+               seed: int = 0, tokenizer: Optional[str] = None, slice_name: Optional[str] = None,
+               plan_only: bool = False) -> dict:
   """Runs every stage (see the module doc); returns {generator name: metrics.json dict}.
 
   slice_name: the accelerator slice the run is sized for (a key of `mathft_jax.memory.SLICES`): before any
@@ -145,6 +146,10 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
   include_reference_solutions: add each training problem's reference solution to the evaluator's data as a
   correct candidate (off in the paper's setting; for small generators that are rarely right, so that problems
   with only incorrect samples still give pairs).
+  tokenizer: the model's tokenizer comes with initial_checkpoint_path (a params folder); a tokenizer given here must
+    be that one. Without an initial checkpoint it is the tokenizer of the model trained from scratch (default
+    "byte"). Every stage's checkpoint carries it, sampling and scoring read it from there, and recipe_settings.json
+    records its fingerprint.
   evaluator_feature_lengths: lengths of the "ce"/"margin" evaluator task; by default the evaluator prompt
   (problem + whole candidate solution + question) gets the generator's inputs+targets length and the label 16
   tokens. "seq" pairs are generator examples and always use task_feature_lengths (this setting is ignored).
@@ -171,15 +176,19 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
                        f"{evaluator_loss!r} loss")
     evaluator_loss_fn = functools.partial(evaluator_loss_fn, **evaluator_loss_options)
   partitioning.maybe_initialize_distributed()  # before anything asks JAX about processes (a resumed run samples first)
-  _check_settings(run_dir, {k: v for k, v in locals().items()
-                            if k in inspect.signature(run_recipe).parameters and k not in _NOT_SETTINGS})
+  run_tokenizer = (params_io.checkpoint_tokenizer(initial_checkpoint_path, tokenizer) if initial_checkpoint_path
+                   else load_tokenizer(tokenizer or "byte"))
+  params_io.check_vocab_fits(run_tokenizer, model_config, "the recipe's model_config")
+  _check_settings(run_dir, {**{k: v for k, v in locals().items()
+                               if k in inspect.signature(run_recipe).parameters and k not in _NOT_SETTINGS},
+                            "tokenizer_fingerprint": run_tokenizer.fingerprint})
   start = time.time()
   path = lambda *parts: os.path.join(run_dir, *parts)  # noqa: E731
 
   def train_stage(name: str, task: str, steps: int, init: Optional[str], lr: float, loss_fn=next_token_loss,
                   lengths: Optional[dict] = None, batch: int = batch_size) -> str:
     export = path(name, "export")
-    if _done(os.path.join(export, "model_config.json")):
+    if _done(os.path.join(export, params_io.MANIFEST)):
       _log(f"{name}: done earlier ({export})", start)
       return export
     _log(f"{name}: {steps} steps on {task} from {init or 'random init'}", start)
@@ -187,7 +196,7 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
     train(model_dir=path(name), model_config=model_config, train_steps=steps, seed=seed, mesh=mesh,
           train_data=SeqioSource(task, lengths or task_feature_lengths, batch, seed=seed),
           optimizer=OptimizerConfig(schedule=schedule), loss_fn=loss_fn, initial_checkpoint_path=init,
-          checkpoint_every=max(steps // 4, 1), log_every=max(steps // 8, 1))
+          checkpoint_every=max(steps // 4, 1), log_every=max(steps // 8, 1), tokenizer=run_tokenizer)
     return export
 
   def sample(name: str, checkpoint: str, problems: str, greedy: bool,
@@ -199,7 +208,7 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
             num_samples=1 if greedy else num_samples, temperature=0.0 if greedy else sampling.temperature,
             max_new_tokens=sampling.max_new_tokens, batch_size=sampling.batch_size, chunk_size=sampling.chunk_size,
             seed=seed, mesh=sampling.mesh, prompt_format=sampling.prompt_format, stop_strings=sampling.stop_strings,
-            bos_id=sampling.bos_id)
+            tokenizer=tokenizer)
     return out
 
   def score(name: str, evaluator: str, candidates: str) -> str:
@@ -209,7 +218,6 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
       infer(mode="score", output_dir=out, checkpoint_path=evaluator, problems=test_problems,
             candidates_dir=candidates, batch_size=sampling.batch_size, mesh=sampling.mesh,
             num_samples=sampling.num_samples, chunk_size=sampling.chunk_size * sampling.num_samples,
-            bos_id=sampling.bos_id,
             score_fields=("loglik",) if evaluator_loss == "seq" else ("score",))
     return out
 

@@ -5,11 +5,12 @@ from the latest checkpoint in MODEL_DIR (state and data position, so it continue
 from INITIAL_CHECKPOINT_PATH's params (an imported HF model) or from random weights. SIGTERM saves the current
 step before exiting.
 """
-import json
+import functools
+import inspect
 import os
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
@@ -17,21 +18,21 @@ from jax.sharding import NamedSharding, PartitionSpec
 from mathft_jax import partitioning
 from mathft_jax.checkpointing import Checkpointer, PreemptionGuard
 from mathft_jax.metrics_logging import MetricLogger, model_flops_per_token, peak_flops_per_device
-from mathft_jax.models import DecoderConfig, param_count
+from mathft_jax.models import DecoderConfig, param_count, params_io
 from mathft_jax.models.decoder import stack_layers, unstack_layers
 from mathft_jax.optim import OptimizerConfig
 from mathft_jax.train_step import LossFn, TrainState, next_token_loss, summarize
+from mathft_jax.tokenizer import SPEC_FILE, Tokenizer, TokenizerError, load_tokenizer
 from mathft_jax.trainer import BatchSource, Trainer, host_batches, params_fingerprint
 
 
 def _initial_params(path: str, cfg: DecoderConfig, trainer: Trainer) -> dict:
-  """Params from an imported checkpoint (`mathft-import-hf` output), restored onto the trainer's shardings."""
+  """Params from a params folder (`mathft-import-hf` output or an export), restored onto the trainer's shardings."""
   import orbax.checkpoint as ocp
-  with open(os.path.join(path, "model_config.json")) as f:
-    saved = DecoderConfig.from_dict(json.load(f))
+  saved = params_io.model_config(path)
   arch = lambda c: c.replace(dtype="float32", param_dtype="float32", remat="none", scan_layers=False)  # noqa: E731
   if arch(saved) != arch(cfg):
-    raise ValueError(f"{path}/model_config.json describes a different architecture than the run's model config:"
+    raise ValueError(f"{path}/{params_io.MANIFEST} describes a different architecture than the run's model config:"
                      f"\n  checkpoint: {saved}\n  run:        {cfg}")
   target = trainer.abstract_state.params
   restore = lambda t: ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(path), "params"), t)  # noqa
@@ -41,6 +42,32 @@ def _initial_params(path: str, cfg: DecoderConfig, trainer: Trainer) -> dict:
   shardings = jax.tree_util.tree_map(lambda s: s.sharding, target)
   with jax.set_mesh(trainer.mesh):
     return jax.jit(lambda p: stack_layers(p, cfg.num_layers), out_shardings=shardings)(restore(_unstacked(target)))
+
+
+def run_tokenizer(model_dir: str, initial_checkpoint_path: Optional[str], tokenizer=None) -> Tokenizer:
+  """The tokenizer a run trains with: the one MODEL_DIR recorded when the run started (a resumed run), else the
+  initial checkpoint's, else `tokenizer` ("byte" when none is given: a model trained from scratch here). Any two
+  of them that are given must be the same tokenizer (TokenizerError names both)."""
+  recorded = os.path.join(model_dir, "tokenizer")
+  if initial_checkpoint_path:
+    chosen = params_io.checkpoint_tokenizer(initial_checkpoint_path, tokenizer)
+  else:
+    chosen = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else (tokenizer or load_tokenizer("byte"))
+  if os.path.exists(os.path.join(recorded, SPEC_FILE)) and load_tokenizer(recorded) != chosen:
+    raise TokenizerError(f"{recorded}: this run started with another tokenizer ({load_tokenizer(recorded)}) than "
+                         f"the one given now ({chosen}); use a new model_dir")
+  return chosen
+
+
+def bind_tokenizer(loss_fn: LossFn, data: BatchSource, tokenizer: Tokenizer) -> tuple[LossFn, BatchSource]:
+  """The loss and data source of a run, reading `tokenizer`: a loss with a `labels` parameter (the evaluator's
+  margin loss) gets the tokenizer's evaluator label ids; a source with `with_tokenizer` (seqio) its ids."""
+  if "labels" in inspect.signature(loss_fn).parameters:
+    prefix, correct, incorrect = tokenizer.evaluator_labels()
+    loss_fn = functools.partial(loss_fn, labels=(len(prefix), correct, incorrect))
+  if hasattr(data, "with_tokenizer"):
+    data = data.with_tokenizer(tokenizer)
+  return loss_fn, data
 
 
 def _unstacked(target: dict) -> dict:
@@ -60,17 +87,27 @@ def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSourc
           seed: int = 0, initial_checkpoint_path: Optional[str] = None, checkpoint_every: int = 500,
           keep_checkpoints: int = 3, async_checkpoints: bool = True, log_every: int = 10,
           eval_data: Optional[BatchSource] = None, eval_every: int = 0, eval_batches: int = 10,
-          num_data_shards: Optional[int] = None,
+          num_data_shards: Optional[int] = None, tokenizer: Union[None, str, Tokenizer] = None,
           on_start: Optional[Callable[[str], None]] = None) -> TrainState:
   """Trains `model_config` on `train_data` for `train_steps` steps; returns the final state.
 
+  tokenizer: the model's tokenizer (a source of `mathft_jax.tokenizer.load_tokenizer`). By default the initial
+    checkpoint's, or the byte vocabulary for a model trained from scratch; one given explicitly must be the same as
+    the checkpoint's. It is recorded in MODEL_DIR/tokenizer when the run starts and exported with the params.
   num_data_shards: pipeline shards forming a global batch (default: one per process); fix it to compare runs
   with different process counts on identical batches.
   """
   partitioning.maybe_initialize_distributed()
+  tokenizer = run_tokenizer(model_dir, initial_checkpoint_path, tokenizer)
+  params_io.check_vocab_fits(tokenizer, model_config, model_dir)
+  loss_fn, train_data = bind_tokenizer(loss_fn, train_data, tokenizer)
+  if eval_data is not None:
+    eval_data = bind_tokenizer(loss_fn, eval_data, tokenizer)[1]
   os.makedirs(model_dir, exist_ok=True)
-  if on_start is not None and jax.process_index() == 0:
-    on_start(model_dir)
+  if jax.process_index() == 0:
+    tokenizer.save(os.path.join(model_dir, "tokenizer"))
+    if on_start is not None:
+      on_start(model_dir)
   trainer = Trainer(model_config, optimizer, partitioning.make_mesh(mesh), rules, loss_fn, accum_steps)
   checkpointer = Checkpointer(model_dir, checkpoint_every, keep_checkpoints, async_checkpoints)
   logger = MetricLogger(model_dir)
@@ -121,16 +158,15 @@ def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSourc
   if checkpointer.latest_step() != step:
     checkpointer.save(step, state, {"batches_consumed": step}, force=True)
   checkpointer.close()
-  from mathft_jax.models.convert import save_params
   params, export_config = state.params, model_config
   if model_config.scan_layers:  # exports are always in the unstacked layout (HF imports, mathft-infer)
     with jax.set_mesh(trainer.mesh):
       params = jax.jit(unstack_layers)(params)
     export_config = model_config.replace(scan_layers=False)
-  save_params(params, export_config, os.path.join(model_dir, "export"), overwrite=True)
-  if jax.process_index() == 0:  # provenance for mathft-infer's manifest
-    with open(os.path.join(model_dir, "export", "train_info.json"), "w") as f:
-      json.dump({"step": step, "model_dir": os.path.abspath(model_dir)}, f)
+  hf = params_io.hf_source(initial_checkpoint_path) if initial_checkpoint_path else {}
+  params_io.save_params(params, export_config, os.path.join(model_dir, "export"), tokenizer, overwrite=True, hf=hf,
+                        provenance={"step": step, "model_dir": os.path.abspath(model_dir),
+                                    "initial_checkpoint_path": initial_checkpoint_path})
   logger.text(f"done at step {step}; params fingerprint {params_fingerprint(state.params)}; "
               f"params exported to {os.path.join(model_dir, 'export')} (for mathft-infer)")
   logger.close()

@@ -171,15 +171,17 @@ def test_prompts_follow_the_paper():
     assert extract_answer(solution) is not None
 
 
-def test_vocabularies_round_trip(tmp_path):
+def test_tokenizers_round_trip_through_seqio(tmp_path):
   import sentencepiece as spm
   import tokenizers
 
-  from mathft_jax.data.vocabularies import get_vocabulary
+  from mathft_jax.data.vocabularies import TokenizerVocabulary
+  from mathft_jax.tokenizer import TokenizerError, load_tokenizer
   text = "Solve for $x$: $3x + 2 = \\frac{1}{2}$. The answer is $\\boxed{-\\frac{1}{2}}$. ünïcode ✓"
   corpus = tmp_path / "corpus.txt"
   corpus.write_text("\n".join([text] * 20 + [r["solution"] for r in synthetic.generate("train", 200)]))
-  spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=400,
+  (tmp_path / "sp").mkdir()
+  spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp" / "tokenizer"), vocab_size=400,
                                  character_coverage=1.0, byte_fallback=True)
   bpe = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
   bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -187,15 +189,17 @@ def test_vocabularies_round_trip(tmp_path):
   bpe.train([str(corpus)], tokenizers.trainers.BpeTrainer(
       vocab_size=300, special_tokens=["<unk>", "<|endoftext|>"],
       initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
-  bpe.save(str(tmp_path / "tokenizer.json"))
-  for spec in ("byte", f"sentencepiece:{tmp_path / 'sp.model'}", f"hf:{tmp_path / 'tokenizer.json'}"):
-    vocab = get_vocabulary(spec)
+  (tmp_path / "hf").mkdir()
+  bpe.save(str(tmp_path / "hf" / "tokenizer.json"))
+  for source in ("byte", str(tmp_path / "sp"), str(tmp_path / "hf")):
+    vocab = TokenizerVocabulary(load_tokenizer(source))
     ids = vocab.encode(text)
-    assert vocab.decode(ids) == text, spec
-    assert vocab.decode_tf(vocab.encode_tf(text)).numpy().decode() == text, spec
+    assert vocab.decode(ids) == text, source
+    assert vocab.decode_tf(vocab.encode_tf(text)).numpy().decode() == text, source
     assert 0 < len(ids) and max(ids) < vocab.vocab_size and vocab.eos_id is not None
-  with pytest.raises(ValueError, match="unknown vocabulary"):
-    get_vocabulary("wordpiece:x")
+  assert load_tokenizer(str(tmp_path / "hf")).eos_id == bpe.token_to_id("<|endoftext|>")
+  with pytest.raises(TokenizerError, match="no tokenizer.json or tokenizer.model"):
+    load_tokenizer(str(tmp_path))
 
 
 def _check_packed(batch, length):
@@ -217,24 +221,22 @@ def _check_packed(batch, length):
 
 
 @needs_shared
-def test_every_registered_task_yields_packed_batches(tmp_path):
-  import seqio
-
-  from mathft_jax import tasks
+def test_every_registered_task_yields_packed_batches(tmp_path, monkeypatch):
+  from mathft_jax.data import tasks
   from mathft_jax.data.seqio_source import SeqioSource
   math_dataset.prepare(os.path.join(SHARED, "math"), str(tmp_path))
   (tmp_path / "prm" / "prm800k").mkdir(parents=True)
   shutil.copy(os.path.join(SHARED, "prm800k", "sample.jsonl"), tmp_path / "prm" / "prm800k" / "phase2_train.jsonl")
   prm800k.prepare(str(tmp_path / "prm"), str(tmp_path))
-  tasks.register("byte", str(tmp_path), synthetic_train=200)
-  try:
-    names = tasks.SSFT_TASKS + tasks.SSFT_MIXTURES
-    assert set(names) <= set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
-    for name in names:
-      batch = next(SeqioSource(name, {"inputs": 256, "targets": 256}, batch_size=2, seed=1).host_batches(0))
-      _check_packed(batch, 512)
-  finally:
-    tasks.register()
+  monkeypatch.setenv("MATHFT_TFDS_DIR", str(tmp_path))
+  problems = tmp_path / "problems.jsonl"
+  problems.write_text("".join(json.dumps({"problem_id": str(i), "problem": f"What is {i} + {i}?",
+                                          "solution": f"It is $\\boxed{{{2 * i}}}$."}) + "\n" for i in range(8)))
+  for name in tasks.SSFT_TASKS + tuple(tasks.SSFT_MIXTURES) + (f"problems:{problems}",):
+    batch = next(SeqioSource(name, {"inputs": 256, "targets": 256}, batch_size=2, seed=1).host_batches(0))
+    _check_packed(batch, 512)
+  with pytest.raises(tasks.TaskNameError, match="unknown task 'ssft_nope'"):
+    next(SeqioSource("ssft_nope", {"inputs": 8, "targets": 8}, batch_size=2).host_batches(0))
 
 
 def _graded_file(path):
@@ -305,5 +307,6 @@ def test_over_long_evaluator_prompts_lose_their_beginning_not_their_question(tmp
     for row in rows:
       text = vocab.decode([t for t in row.tolist() if t])
       prompt, _, label = text.rpartition(" is ")
-      assert len(vocab.encode(prompt + " is")) == 40 and prompt.endswith("The above candidate solution")
+      # 40 input tokens: the byte start id 0, then the prompt's last 39 bytes
+      assert len(vocab.encode(prompt + " is")) == 39 and prompt.endswith("The above candidate solution")
       assert label in ("correct", "incorrect") and not text.startswith("Here is")

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 def test_greedy_matches_transformers_generate(family, tmp_path):
   from test_hf_parity import _build  # the same tiny random HF models as the parity tests
 
-  from mathft_jax.models.convert import load_hf_checkpoint
+  from mathft_jax.models.hf_import import load_hf_checkpoint
   model = _build(family, str(tmp_path))
   cfg, params = load_hf_checkpoint(str(tmp_path))
   rng = np.random.default_rng(1)

@@ -1,4 +1,5 @@
 """Evaluator losses: the score formula, hinge behaviour, learning on real pair batches, sharding."""
+import functools
 import json
 import math
 
@@ -8,12 +9,20 @@ import numpy as np
 import pytest
 
 from mathft_jax import partitioning
-from mathft_jax.evaluator_losses import BYTE_LABELS, label_log_score, margin_loss, sequence_contrastive_loss
+from mathft_jax.evaluator_losses import label_log_score, margin_loss, sequence_contrastive_loss
 from mathft_jax.models import Decoder, preset
 from mathft_jax.optim import OptimizerConfig, ScheduleConfig
 from mathft_jax.trainer import Trainer
 
+from mathft_jax.tokenizer import BYTE
+
 CFG = preset("tiny", {"num_layers": 2})
+_PREFIX, _CORRECT, _INCORRECT = BYTE.evaluator_labels()
+BYTE_LABELS = (len(_PREFIX), _CORRECT, _INCORRECT)  # " correct" / " incorrect": the space, then 'c' vs 'i'
+
+
+def test_byte_labels_are_the_space_then_c_or_i():
+  assert BYTE_LABELS == (1, ord("c") + 3, ord("i") + 3) and _PREFIX == [ord(" ") + 3]
 
 
 def test_label_log_score_formula():
@@ -21,7 +30,8 @@ def test_label_log_score_formula():
   logits[0, 2, BYTE_LABELS[1]], logits[0, 2, BYTE_LABELS[2]] = 2.0, 0.5
   weights = np.array([[0, 1, 1, 1]])  # label tokens start at 1; the distinguishing token is at 1 + 1
   expected = math.log(math.exp(2.0) / (math.exp(2.0) + math.exp(0.5)))
-  assert float(label_log_score(jnp.asarray(logits), jnp.asarray(weights))[0]) == pytest.approx(expected, abs=1e-5)
+  score = label_log_score(jnp.asarray(logits), jnp.asarray(weights), BYTE_LABELS)[0]
+  assert float(score) == pytest.approx(expected, abs=1e-5)
 
 
 def test_hinge_is_zero_exactly_when_the_margin_holds():
@@ -31,7 +41,7 @@ def test_hinge_is_zero_exactly_when_the_margin_holds():
     logits[row, 2, BYTE_LABELS[1]], logits[row, 2, BYTE_LABELS[2]] = c, i
   batch = {"decoder_target_tokens": np.ones((2, 2, 3), np.int32),
            "decoder_loss_weights": np.tile(np.array([0, 1, 1]), (2, 2, 1))}
-  _, sums = margin_loss(lambda p, b: jnp.asarray(logits), None, batch, margin=0.1)
+  _, sums = margin_loss(lambda p, b: jnp.asarray(logits), None, batch, margin=0.1, labels=BYTE_LABELS)
   log_s = [math.log(1 / (1 + math.exp(i - c))) for c, i in [(3.0, 0.0), (0.0, 0.0), (0.0, 0.0), (1.0, 0.0)]]
   expected = max(0, log_s[1] - log_s[0] + 0.1) + max(0, log_s[3] - log_s[2] + 0.1)
   assert float(sums["hinge_sum"]) == pytest.approx(expected, abs=1e-5)
@@ -52,7 +62,10 @@ def _pair_batch(tmp_path, kind):
   return next(source.host_batches(0))
 
 
-@pytest.mark.parametrize("kind,loss_fn", [("margin", margin_loss), ("seq", sequence_contrastive_loss)])
+BYTE_MARGIN_LOSS = functools.partial(margin_loss, labels=BYTE_LABELS)  # what mathft-train binds for byte models
+
+
+@pytest.mark.parametrize("kind,loss_fn", [("margin", BYTE_MARGIN_LOSS), ("seq", sequence_contrastive_loss)])
 def test_losses_learn_to_rank_real_pairs(tmp_path, kind, loss_fn):
   batch = _pair_batch(tmp_path, kind)
   assert batch["decoder_input_tokens"].shape == (8, 2, 144)
@@ -95,7 +108,7 @@ def test_pair_losses_shard_like_single_device(tmp_path):
   results = []
   for mesh in (partitioning.make_mesh(partitioning.MeshConfig(1, 1, 1), jax.devices()[:1]),
                partitioning.make_mesh(partitioning.MeshConfig(2, 2, 2))):
-    trainer = Trainer(CFG, sgd, mesh, loss_fn=margin_loss)
+    trainer = Trainer(CFG, sgd, mesh, loss_fn=BYTE_MARGIN_LOSS)
     state = trainer.init_state(seed=0)
     before = jax.device_get(state.params)
     state, metrics = trainer.train_step(state, batch)

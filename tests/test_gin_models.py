@@ -8,7 +8,7 @@ import pytest
 from mathft_jax.models import DecoderConfig, param_count, preset
 
 GIN_DIR = os.path.join(os.path.dirname(__file__), "..", "gin", "models")
-FILES = sorted(glob.glob(os.path.join(GIN_DIR, "*.gin")))
+FILES = sorted(f for f in glob.glob(os.path.join(GIN_DIR, "*.gin")) if not f.endswith("from_checkpoint.gin"))
 
 
 def _model_config(bindings: str) -> DecoderConfig:
@@ -63,3 +63,17 @@ def test_recipe_files_parse_and_bind(path):
     with pytest.raises(ValueError, match="set to `%gin.REQUIRED`"):
       gin_main.parse(["--gin_file=models/tiny.gin", f"--gin_file=recipes/{name}"])
     gin.clear_config()
+
+
+def test_from_checkpoint_reads_the_params_folder_config(tmp_path):
+  import jax
+
+  from mathft_jax.models import init_params
+  from mathft_jax.models.params_io import save_params
+  from mathft_jax.tokenizer import BYTE
+  saved = preset("tiny", {"num_layers": 1})
+  save_params(init_params(saved, jax.random.PRNGKey(0)), saved, str(tmp_path), BYTE)
+  with open(os.path.join(GIN_DIR, "from_checkpoint.gin")) as f:
+    cfg = _model_config(f"{f.read()}\nINITIAL_CHECKPOINT_PATH = '{tmp_path}'\n"
+                        "params_io.from_checkpoint.overrides = {'remat': 'full'}\n")
+  assert cfg == saved.replace(remat="full")

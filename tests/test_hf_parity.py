@@ -11,7 +11,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from mathft_jax.models import Decoder, init_cache  # noqa: E402
-from mathft_jax.models.convert import CheckpointImportError, load_hf_checkpoint, load_params, main, save_params  # noqa
+from mathft_jax.models.hf_import import CheckpointImportError, load_hf_checkpoint, main  # noqa: E402
+from mathft_jax.models.params_io import load_params, save_params  # noqa: E402
+from mathft_jax.tokenizer import BYTE, TokenizerError  # noqa: E402
 
 COMMON = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
               max_position_embeddings=256)
@@ -114,13 +116,14 @@ def test_kv_cache_prefill_then_steps_matches_full_forward(imported):
 
 
 def test_sharded_checkpoint_and_orbax_round_trip(tmp_path):
+  import hf_fixtures
   hf_dir = str(tmp_path / "hf")
-  model = _build("qwen2", hf_dir, max_shard_size="40KB")
+  model = hf_fixtures.build("qwen2", hf_dir, save_kwargs={"max_shard_size": "40KB"})
   assert os.path.exists(os.path.join(hf_dir, "model.safetensors.index.json"))
   main(["--hf_dir", hf_dir, "--out_dir", str(tmp_path / "ours"), "--dtype", "float32"])  # the console script
   cfg, params = load_hf_checkpoint(hf_dir)
   with pytest.raises(FileExistsError, match="already exists"):
-    save_params(params, cfg, str(tmp_path / "ours"))
+    save_params(params, cfg, str(tmp_path / "ours"), BYTE)
   cfg2, restored = load_params(str(tmp_path / "ours"))
   assert cfg2 == cfg
   tokens, mask, positions = _padded_batch(cfg.vocab_size)

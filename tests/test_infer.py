@@ -15,8 +15,8 @@ import pytest
 from mathft_jax.data import prompts
 from mathft_jax.infer import InferenceInputError, infer
 from mathft_jax.models import Decoder, init_params, preset
-from mathft_jax.models.convert import save_params
-from mathft_jax.text_codec import DECODER_START_ID, ByteCodec
+from mathft_jax.models.params_io import save_params
+from mathft_jax.tokenizer import BYTE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = dict(mode="sample", problems="synthetic:test:10", num_samples=3, max_new_tokens=16, chunk_size=2,
@@ -27,7 +27,7 @@ SAMPLE = dict(mode="sample", problems="synthetic:test:10", num_samples=3, max_ne
 def checkpoint(tmp_path_factory):
   cfg = preset("tiny", {"num_layers": 2})
   path = str(tmp_path_factory.mktemp("ckpt") / "tiny")
-  save_params(init_params(cfg, jax.random.PRNGKey(0)), cfg, path)
+  save_params(init_params(cfg, jax.random.PRNGKey(0)), cfg, path, BYTE)
   return path
 
 
@@ -36,11 +36,11 @@ def _records(output_dir):
   return [json.loads(line) for name in sorted(os.listdir(chunk_dir)) for line in open(os.path.join(chunk_dir, name))]
 
 
-def test_byte_codec_matches_seqio_byte_vocabulary():
+def test_byte_tokenizer_matches_seqio_byte_vocabulary():
   import seqio
   text = "Solve $\\frac{1}{2}x = 3$ — ünïcode ✓"
-  assert ByteCodec().encode(text) == list(seqio.ByteVocabulary().encode(text))
-  assert ByteCodec().decode(ByteCodec().encode(text) + [1, 0]) == text
+  assert BYTE.encode(text) == list(seqio.ByteVocabulary().encode(text))
+  assert BYTE.decode(BYTE.encode(text) + [1, 0]) == text
 
 
 def test_sample_records_idempotence_and_manifest(tmp_path, checkpoint):
@@ -90,12 +90,12 @@ def test_score_mode_scores_and_logliks(tmp_path, checkpoint):
   assert n == 30 and all(0 < r["score"] < 1 for r in records)
   # loglik equals an independent forward pass over generator prompt + text, summing the text tokens' log-probs.
   from mathft_jax.infer import read_problems
-  from mathft_jax.models.convert import load_params
+  from mathft_jax.models.params_io import load_params
   cfg, params = load_params(checkpoint)
   problem = {p["problem_id"]: p["problem"] for p in read_problems(SAMPLE["problems"])}
   sample = _records(samples)[4]
-  prompt = [DECODER_START_ID] + ByteCodec().encode(prompts.generator_input(problem[sample["problem_id"]]))
-  seq = prompt + ByteCodec().encode(sample["text"])
+  prompt = [0] + BYTE.encode(prompts.generator_input(problem[sample["problem_id"]]))  # the byte start id
+  seq = prompt + BYTE.encode(sample["text"])
   logits, _ = Decoder(cfg).apply({"params": params}, jnp.asarray([seq[:-1]]))
   logp = jax.nn.log_softmax(logits[0])[jnp.arange(len(prompt) - 1, len(seq) - 1), jnp.asarray(seq[len(prompt):])]
   scored = next(r for r in records if (r["problem_id"], r["sample_id"]) == (sample["problem_id"],
@@ -135,13 +135,13 @@ def test_score_mode_computes_only_the_fields_asked_for(tmp_path, checkpoint):
 
 
 def test_prompts_start_with_the_id_training_examples_start_with(tmp_path):
-  """seqio's feature converter shifts every packed example right with DECODER_START_ID; inference prepends it."""
+  """Byte-level training examples start with id 0, as seqio's converters always had them; inference prepends it."""
   from mathft_jax.data.seqio_source import SeqioSource
   path = tmp_path / "t.jsonl"
   path.write_text(json.dumps({"inputs": "Problem:\n1+1\n\nSolution:\n", "targets": "2"}) + "\n")
   batch = next(SeqioSource(f"jsonl:{path}", {"inputs": 32, "targets": 8}, 1, shuffle=False).host_batches())
   tokens = batch["decoder_input_tokens"][0]
-  assert tokens[0] == DECODER_START_ID and tokens[1] == ByteCodec().encode("P")[0]
+  assert tokens[0] == 0 and tokens[1] == BYTE.encode("P")[0] and BYTE.prompt_ids("P") == [0, tokens[1]]
 
 
 def _command(out, checkpoint):

@@ -28,7 +28,7 @@ def test_recipe_smoke_run_and_resume(tmp_path, capsys):
   results = run_recipe(**kwargs)
   assert set(results) == {"ssft", "multitask", "continued"}
   for stage in ("ssft", "evaluator", "multitask", "continued"):
-    assert os.path.isfile(tmp_path / stage / "export" / "model_config.json"), stage
+    assert os.path.isfile(tmp_path / stage / "export" / "checkpoint.json"), stage
   data = [json.loads(line) for line in open(tmp_path / "train_graded" / "evaluator_data.jsonl")]
   assert len(data) == 4 * 3 + 4 and sum(r.get("reference", False) for r in data) == 4  # 3 samples a problem
   for name, metrics in results.items():

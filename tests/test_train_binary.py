@@ -121,7 +121,7 @@ def test_two_processes_match_one_process(tmp_path, toy_jsonl):
   for step in single:
     assert abs(single[step] - double[step]) < 1e-5 * max(1.0, single[step]), (step, single[step], double[step])
   assert os.path.isdir(tmp_path / "two" / "checkpoints" / "6")
-  assert os.path.isfile(tmp_path / "two" / "export" / "model_config.json")  # one host wrote it, no race
+  assert os.path.isfile(tmp_path / "two" / "export" / "checkpoint.json")  # one host wrote it, no race
 
 
 def test_missing_required_macro_fails_before_compute(tmp_path, toy_jsonl):

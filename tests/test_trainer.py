@@ -10,7 +10,8 @@ import pytest
 from mathft_jax import partitioning
 from mathft_jax.data.token_source import RandomTokenSource
 from mathft_jax.models import init_params, preset
-from mathft_jax.models.convert import save_params
+from mathft_jax.models.params_io import save_params
+from mathft_jax.tokenizer import BYTE
 from mathft_jax.optim import OptimizerConfig, ScheduleConfig, make_schedule
 from mathft_jax.train_step import next_token_loss
 from mathft_jax.trainer import Trainer, host_batches
@@ -107,7 +108,7 @@ def test_host_batches_union_of_shards_is_the_global_batch():
 
 def test_initial_checkpoint_params_are_the_starting_point(tmp_path):
   params = init_params(CFG, jax.random.PRNGKey(42))
-  save_params(params, CFG, str(tmp_path / "init"))
+  save_params(params, CFG, str(tmp_path / "init"), BYTE)
   from mathft_jax.train import _initial_params
   trainer = Trainer(CFG, SGD, partitioning.make_mesh(partitioning.MeshConfig(2, 2, 2)))
   restored = _initial_params(str(tmp_path / "init"), CFG, trainer)
@@ -119,7 +120,7 @@ def test_initial_checkpoint_params_are_the_starting_point(tmp_path):
 
 
 def test_train_function_evaluates_logs_and_exports(tmp_path, capsys):
-  from mathft_jax.models.convert import load_params
+  from mathft_jax.models.params_io import load_params, read_manifest
   from mathft_jax.train import train
   model_dir = str(tmp_path / "run")
   source = RandomTokenSource(batch_size=8, length=32, vocab_size=300, seed=1)
@@ -135,8 +136,7 @@ def test_train_function_evaluates_logs_and_exports(tmp_path, capsys):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(model_dir, collection)))
   cfg, params = load_params(os.path.join(model_dir, "export"))
   assert cfg == CFG
-  with open(os.path.join(model_dir, "export", "train_info.json")) as f:
-    assert json.load(f)["step"] == 4  # read by mathft-infer into its manifest
+  assert read_manifest(os.path.join(model_dir, "export"))["provenance"]["step"] == 4  # mathft-infer records it
   np.testing.assert_array_equal(params["embedding"], jax.device_get(state.params["embedding"]))
 
 
@@ -154,10 +154,10 @@ def test_adafactor_trains_on_a_sharded_mesh():
 def test_scanned_remat_training_from_an_unstacked_checkpoint_matches_the_loop(tmp_path):
   """Layer scan + remat as run options: same losses as the plain loop from the same imported params on a 2x2x2
   mesh (the stacked params sharded with a leading 'layers' axis), and the export is the unstacked layout."""
-  from mathft_jax.models.convert import load_params
+  from mathft_jax.models.params_io import load_params, read_manifest
   from mathft_jax.train import train
   init = str(tmp_path / "init")
-  save_params(init_params(CFG, jax.random.PRNGKey(7)), CFG, init)
+  save_params(init_params(CFG, jax.random.PRNGKey(7)), CFG, init, BYTE)
   states = {}
   for name, cfg in (("loop", CFG), ("scan", CFG.replace(scan_layers=True, remat="qkv_mlp"))):
     states[name] = train(model_dir=str(tmp_path / name), model_config=cfg, train_steps=3, initial_checkpoint_path=init,

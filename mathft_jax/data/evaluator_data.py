@@ -10,21 +10,20 @@ Task kinds (see `register_evaluator_task`):
 - "ce": flat examples, evaluator prompt -> " correct" / " incorrect" (token cross-entropy).
 - "margin": pairs of evaluator prompts (x+ -> " correct", x- -> " incorrect") for the margin on log S.
 - "seq": pairs of generator examples (P -> x+, P -> x-) for the sequence-likelihood contrastive loss.
-Pairs reach the model as features of shape [2, L] (row 0 the correct sample) through `PairFeatureConverter`,
-which runs after seqio's shuffle so that pairs stay together.
+Pairs reach the model as features of shape [2, L] (row 0 the correct sample) through
+`features.PairFeatureConverter`, which runs after seqio's shuffle so that pairs stay together. The tasks themselves
+are registered by `mathft_jax.data.tasks`.
 """
 import collections
 import json
 import random
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
-import seqio
 import tensorflow as tf
 
 from mathft_jax.data import prompts
 
 KINDS = ("ce", "margin", "seq")
-PAIR_FEATURES = ("inputs_pos", "targets_pos", "inputs_neg", "targets_neg")
 
 
 class GradedFileError(ValueError):
@@ -83,66 +82,23 @@ def examples(pairs: list[dict], kind: str) -> list[dict]:
   return out
 
 
-def register_evaluator_task(name: str, graded_path: str, kind: str, vocabulary: seqio.Vocabulary,
-                            per_problem: int = 10, seed: int = 0) -> str:
-  """Registers (replacing) a seqio task over a graded file; all splits read the same pairs."""
-  exs = examples(build_pairs(read_graded(graded_path), per_problem, seed), kind)
-  if not exs:
-    raise GradedFileError(f"{graded_path}: no problem has both a correct and an incorrect sample")
-  from mathft_jax.data.seqio_source import register_text_task
-  keys = list(exs[0])
-  features = {k: seqio.Feature(vocabulary, add_eos=k.startswith("targets")) for k in keys}
-  trims = (keep_input_tails,) if kind in ("ce", "margin") else ()  # "seq" inputs are generator prompts
-  return register_text_task(name, {k: [e[k] for e in exs] for k in keys}, features, trims)
+def keep_input_tails(start: Sequence[int] = ()):
+  """A seqio token preprocessor that cuts over-long evaluator prompts from the left, after the tokenizer's start
+  ids (`start`, kept): the question that ends the prompt ("The above candidate solution is") and the end of the
+  candidate, where its answer is, always reach the model (the default cut from the right would train the label on
+  a prompt without its question)."""
+  head = tf.constant(list(start), tf.int32)
 
+  def cut(dataset: tf.data.Dataset, sequence_length: Optional[dict] = None) -> tf.data.Dataset:
+    if not sequence_length:
+      return dataset
 
-def keep_input_tails(dataset: tf.data.Dataset, sequence_length: Optional[dict] = None) -> tf.data.Dataset:
-  """Cuts over-long evaluator prompts from the left: the question that ends the prompt ("The above candidate
-  solution is") and the end of the candidate, where its answer is, always reach the model (the default cut
-  from the right would train the label on a prompt without its question)."""
-  if not sequence_length:
-    return dataset
-  return dataset.map(lambda ex: {k: v[-sequence_length[k]:] if k.startswith("inputs") and k in sequence_length else v
-                                 for k, v in ex.items()})
-
-
-def _decoder_row(inputs: tf.Tensor, targets: tf.Tensor, length: int) -> dict:
-  """One unpacked PrefixLM row: loss on the targets only, padded to `length`."""
-  seq = tf.concat([inputs, targets], 0)[:length]
-  n = tf.size(seq)
-  pad = [[0, length - n]]
-  weights = tf.concat([tf.zeros_like(inputs), tf.ones_like(targets)], 0)[:length]
-  return {"decoder_target_tokens": tf.pad(seq, pad),
-          "decoder_input_tokens": tf.pad(tf.concat([[0], seq[:-1]], 0), pad),
-          "decoder_loss_weights": tf.pad(weights, pad),
-          "decoder_segment_ids": tf.pad(tf.ones_like(seq), pad),
-          "decoder_positions": tf.pad(tf.range(n), pad)}
-
-
-class PairFeatureConverter(seqio.FeatureConverter):
-  """(inputs|targets)_(pos|neg) -> decoder features of shape [2, inputs+targets length]; row 0 = the correct one."""
-  TASK_FEATURES = {k: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32) for k in PAIR_FEATURES}
-  MODEL_FEATURES = {k: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32, rank=2) for k in (
-      "decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights", "decoder_segment_ids",
-      "decoder_positions")}
-  PACKING_FEATURE_DTYPES = {}
-
-  def __init__(self):
-    super().__init__(pack=False)
-
-  def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
-    length = task_feature_lengths["inputs_pos"] + task_feature_lengths["targets_pos"]
-
-    def convert(ex):
-      pos = _decoder_row(ex["inputs_pos"], ex["targets_pos"], length)
-      neg = _decoder_row(ex["inputs_neg"], ex["targets_neg"], length)
-      return {k: tf.stack([pos[k], neg[k]]) for k in pos}
-
-    return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-
-  def _convert_features(self, ds, task_feature_lengths):
-    raise NotImplementedError("PairFeatureConverter overrides __call__")
-
-  def get_model_feature_lengths(self, task_feature_lengths):
-    length = task_feature_lengths["inputs_pos"] + task_feature_lengths["targets_pos"]
-    return {k: length for k in self.MODEL_FEATURES}
+    def one(ex):
+      out = dict(ex)
+      for k, v in ex.items():
+        if k.startswith("inputs") and k in sequence_length and len(start) < sequence_length[k]:
+          tail = v[len(start):][-(sequence_length[k] - len(start)):]
+          out[k] = tf.concat([head, tail], 0)
+      return out
+    return dataset.map(one)
+  return cut

@@ -1,71 +1,20 @@
 """Batches from a seqio task or mixture, sharded per host, resumable at any batch index.
 
 `SeqioSource("ssft_synthetic", {"inputs": 256, "targets": 512}, batch_size=64)` yields this host's rows of each
-global batch through seqio's PrefixLM feature converter: prompt ("inputs") and solution ("targets") are packed
-into one decoder sequence with loss weights 0 on the prompt. Names that register a task on the fly:
-- "jsonl:/path/file.jsonl": a JSONL file of {"inputs": ..., "targets": ...} lines, byte vocabulary;
-- "evaluator_ce:/path/graded.jsonl", "evaluator_margin:...", "evaluator_seq:...": evaluator training data from a
-  graded samples file (`mathft_jax.data.evaluator_data`); pair tasks give features of shape [B, 2, L].
+global batch: prompt ("inputs") and solution ("targets") form one next-token sequence with loss weights 0 on the
+prompt (`mathft_jax.data.features`), packed several to a row. Task names are those of `mathft_jax.data.tasks`.
+The tokenizer is the model's: the trainer binds it (`with_tokenizer`) from the checkpoint it starts from (or the
+byte vocabulary for a model trained from scratch); one given here must be that same tokenizer.
 """
 import dataclasses
-import hashlib
-import json
-import os
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import seqio
 import tensorflow as tf
 
-FEATURES = ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights", "decoder_segment_ids",
-            "decoder_positions")
-
-
-def byte_output_features() -> dict:
-  vocab = seqio.ByteVocabulary()
-  return {"inputs": seqio.Feature(vocab, add_eos=False), "targets": seqio.Feature(vocab, add_eos=True)}
-
-
-def _read_jsonl(path: str) -> dict:
-  inputs, targets = [], []
-  with tf.io.gfile.GFile(path) as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-        inputs.append(str(record["inputs"]))
-        targets.append(str(record["targets"]))
-      except (ValueError, KeyError) as e:
-        raise ValueError(f"{path}:{line_no}: expected a JSON object with 'inputs' and 'targets' ({e!r})") from None
-  if not inputs:
-    raise ValueError(f"{path}: no records")
-  return {"inputs": inputs, "targets": targets}
-
-
-def register_text_task(name: str, data: dict[str, list[str]], output_features: dict,
-                       token_preprocessors: tuple = ()) -> str:
-  """(Re-)registers a task over in-memory text columns (every split reads them); "targets*" columns get EOS.
-
-  token_preprocessors run after tokenization (seqio passes `sequence_length` to those that take it)."""
-  def dataset_fn(split, shuffle_files, seed=None):
-    del split, shuffle_files, seed
-    return tf.data.Dataset.from_tensor_slices(data)
-
-  seqio.TaskRegistry.remove(name)
-  seqio.TaskRegistry.add(name, source=seqio.FunctionDataSource(dataset_fn, splits=("train", "validation", "test")),
-                         preprocessors=[seqio.preprocessors.tokenize, *token_preprocessors,
-                                        seqio.preprocessors.append_eos_after_trim],
-                         output_features=output_features)
-  return name
-
-
-def jsonl_task(path: str) -> str:
-  """Registers (once) and names a byte-vocabulary task over a JSONL file; the same split serves train/eval."""
-  name = "jsonl_" + hashlib.sha1(path.encode()).hexdigest()[:12]
-  if name not in seqio.TaskRegistry.names():
-    register_text_task(name, _read_jsonl(path), byte_output_features())
-  return name
+from mathft_jax.data.features import FEATURES, NextTokenFeatureConverter, PairFeatureConverter
+from mathft_jax.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 
 @dataclasses.dataclass
@@ -79,31 +28,27 @@ class SeqioSource:
   seed: Optional[int] = 0
   pack: bool = True
   num_epochs: Optional[int] = None  # None: repeat forever (training); 1 for a single eval pass
+  tokenizer: Union[None, str, Tokenizer] = None  # None: the model's, bound by the trainer
 
-  def _name(self) -> str:
-    name = self.mixture_or_task_name
-    if name.startswith("jsonl:"):
-      return jsonl_task(name[len("jsonl:"):])
-    kind, sep, path = name.partition(":")
-    if sep and kind.startswith("evaluator_"):
-      from mathft_jax.data import evaluator_data
-      from mathft_jax.data.vocabularies import get_vocabulary
-      task = f"{kind}_{hashlib.sha1(path.encode()).hexdigest()[:12]}"
-      if task not in seqio.TaskRegistry.names():
-        evaluator_data.register_evaluator_task(task, path, kind[len("evaluator_"):],
-                                               get_vocabulary(os.environ.get("MATHFT_VOCABULARY", "byte")))
-      return task
-    import mathft_jax.tasks  # noqa: F401  registers the project's tasks and mixtures
-    return name
+  def with_tokenizer(self, tokenizer: Tokenizer) -> "SeqioSource":
+    """This source reading `tokenizer`'s ids; a different tokenizer given at construction is an error."""
+    if self.tokenizer is not None:
+      given = load_tokenizer(self.tokenizer) if isinstance(self.tokenizer, str) else self.tokenizer
+      if given != tokenizer:
+        raise TokenizerError(f"{self.mixture_or_task_name}: the data's tokenizer ({given}) is not the model's "
+                             f"({tokenizer}); leave the data's tokenizer unset to use the model's")
+    return dataclasses.replace(self, tokenizer=tokenizer)
 
   def dataset(self, shard_index: int = 0, num_shards: int = 1) -> tf.data.Dataset:
+    from mathft_jax.data.tasks import task_name
     if self.batch_size % num_shards:
       raise ValueError(f"batch_size={self.batch_size} is not divisible by {num_shards} data shards")
-    name = self._name()
+    tokenizer = load_tokenizer(self.tokenizer or "byte") if not isinstance(self.tokenizer, Tokenizer) \
+        else self.tokenizer
+    name = task_name(self.mixture_or_task_name, tokenizer)
     lengths = dict(self.task_feature_lengths)
-    converter = seqio.PrefixLMFeatureConverter(pack=self.pack)
+    converter = NextTokenFeatureConverter(pack=self.pack)
     if "inputs_pos" in seqio.get_mixture_or_task(name).output_features:
-      from mathft_jax.data.evaluator_data import PairFeatureConverter
       lengths = {f"{k}_{side}": lengths[k] for k in ("inputs", "targets") for side in ("pos", "neg")}
       converter = PairFeatureConverter()
     ds = seqio.get_dataset(name, lengths, converter, dataset_split=self.split,
