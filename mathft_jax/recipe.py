@@ -27,7 +27,6 @@ from mathft_jax.models import DecoderConfig, params_io
 from mathft_jax.optim import OptimizerConfig, ScheduleConfig
 from mathft_jax import partitioning
 from mathft_jax.partitioning import MeshConfig
-from mathft_jax.tokenizer import load_tokenizer
 from mathft_jax.train_step import next_token_loss
 
 LOSSES = {"ce": next_token_loss, "margin": margin_loss, "seq": sequence_contrastive_loss}
@@ -176,8 +175,7 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
                        f"{evaluator_loss!r} loss")
     evaluator_loss_fn = functools.partial(evaluator_loss_fn, **evaluator_loss_options)
   partitioning.maybe_initialize_distributed()  # before anything asks JAX about processes (a resumed run samples first)
-  run_tokenizer = (params_io.checkpoint_tokenizer(initial_checkpoint_path, tokenizer) if initial_checkpoint_path
-                   else load_tokenizer(tokenizer or "byte"))
+  run_tokenizer = params_io.starting_tokenizer(initial_checkpoint_path, tokenizer)
   params_io.check_vocab_fits(run_tokenizer, model_config, "the recipe's model_config")
   _check_settings(run_dir, {**{k: v for k, v in locals().items()
                                if k in inspect.signature(run_recipe).parameters and k not in _NOT_SETTINGS},

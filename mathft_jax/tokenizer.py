@@ -20,6 +20,8 @@ tokenizers without a BOS (Qwen2). Tokens a post-processor appends (an EOS) are n
 vocabulary starts every sequence with id 0, what seqio's decoder feature converters always put first, so byte
 models trained before keep their inputs. EOS is `eos_token` of `tokenizer_config.json` (else of
 `special_tokens_map.json`, else the model's own EOS piece): fine-tuning appends it and sampling stops at it.
+A `tokenizer.json` is read as the `tokenizers` library reads it (transformers' own classes agree on the published
+files: some, like Qwen2Tokenizer, rebuild the normalizer and pre-tokenizer that those files already hold).
 """
 import dataclasses
 import hashlib
@@ -193,11 +195,6 @@ class Tokenizer:
     with open(tmp, "w") as f:
       json.dump(self.record(), f, indent=2)
     os.replace(tmp, os.path.join(folder, SPEC_FILE))
-
-  def describe(self) -> dict:
-    """The spec as JSON (what settings records and error messages show)."""
-    return {"kind": self.kind, "source": self.source, "fingerprint": self.fingerprint}
-
 
 BYTE = Tokenizer(TokenizerSpec("byte", {}, 0, 1, 0, _ByteBackend.size), None, _ByteBackend(), "byte")
 

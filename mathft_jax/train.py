@@ -44,15 +44,11 @@ def _initial_params(path: str, cfg: DecoderConfig, trainer: Trainer) -> dict:
     return jax.jit(lambda p: stack_layers(p, cfg.num_layers), out_shardings=shardings)(restore(_unstacked(target)))
 
 
-def run_tokenizer(model_dir: str, initial_checkpoint_path: Optional[str], tokenizer=None) -> Tokenizer:
-  """The tokenizer a run trains with: the one MODEL_DIR recorded when the run started (a resumed run), else the
-  initial checkpoint's, else `tokenizer` ("byte" when none is given: a model trained from scratch here). Any two
-  of them that are given must be the same tokenizer (TokenizerError names both)."""
+def _run_tokenizer(model_dir: str, initial_checkpoint_path: Optional[str], tokenizer=None) -> Tokenizer:
+  """The tokenizer a run trains with (`params_io.starting_tokenizer`), which must be the one MODEL_DIR recorded
+  when the run started, if it did (TokenizerError names both)."""
   recorded = os.path.join(model_dir, "tokenizer")
-  if initial_checkpoint_path:
-    chosen = params_io.checkpoint_tokenizer(initial_checkpoint_path, tokenizer)
-  else:
-    chosen = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else (tokenizer or load_tokenizer("byte"))
+  chosen = params_io.starting_tokenizer(initial_checkpoint_path, tokenizer)
   if os.path.exists(os.path.join(recorded, SPEC_FILE)) and load_tokenizer(recorded) != chosen:
     raise TokenizerError(f"{recorded}: this run started with another tokenizer ({load_tokenizer(recorded)}) than "
                          f"the one given now ({chosen}); use a new model_dir")
@@ -98,7 +94,7 @@ def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSourc
   with different process counts on identical batches.
   """
   partitioning.maybe_initialize_distributed()
-  tokenizer = run_tokenizer(model_dir, initial_checkpoint_path, tokenizer)
+  tokenizer = _run_tokenizer(model_dir, initial_checkpoint_path, tokenizer)
   params_io.check_vocab_fits(tokenizer, model_config, model_dir)
   loss_fn, train_data = bind_tokenizer(loss_fn, train_data, tokenizer)
   if eval_data is not None:

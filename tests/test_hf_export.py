@@ -115,14 +115,25 @@ def test_a_model_trained_here_exports_with_our_logits_in_shards(tmp_path):
   assert np.abs(ours - _our_logits(init, tokens)).max() > 1e-2  # training changed the model
 
 
-def test_byte_models_export_with_an_equivalent_tokenizer(tmp_path):
-  cfg = preset("tiny", {"num_layers": 2})
-  ours = save_params(init_params(cfg, jax.random.PRNGKey(3)), cfg, str(tmp_path / "ours"), BYTE)
+@pytest.mark.parametrize("family,cfg", [
+    ("llama", preset("tiny", {"num_layers": 2})),
+    ("gemma", preset("tiny_gemma", {"num_layers": 2})),
+    ("qwen2", preset("tiny", {"num_layers": 2, "qkv_bias": True, "tie_embeddings": True}))], ids=lambda x: str(x)[:6])
+def test_models_made_here_export_with_an_equivalent_byte_tokenizer(tmp_path, family, cfg):
+  """No Hugging Face config to start from: config.json comes from the model config; the byte vocabulary becomes a
+  tokenizer.json that gives our ids."""
+  params = jax.tree_util.tree_map(lambda x: x + 0.05 * np.random.default_rng(1).standard_normal(x.shape, np.float32),
+                                  init_params(cfg, jax.random.PRNGKey(3)))  # zero-initialised biases matter
+  ours = save_params(params, cfg, str(tmp_path / "ours"), BYTE)
   back = export_hf(ours, str(tmp_path / "back"))
+  assert json.load(open(os.path.join(back, "config.json")))["model_type"] == family
   text = "Problem:\nWhat is 3 + 4 + ünï?\n\nSolution:\n"
-  ids = _ids(back, text)
+  # (AutoTokenizer would load it too, but for model_type qwen2 transformers imposes Qwen2Tokenizer, which rebuilds
+  # a byte-level BPE around the vocabulary: README, "Real checkpoints".)
+  hf_tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(back)
+  ids = hf_tokenizer(text)["input_ids"]
   assert ids == BYTE.prompt_ids(text)
-  assert transformers.AutoTokenizer.from_pretrained(back).decode(ids[1:]) == text
+  assert hf_tokenizer.decode(ids[1:]) == text
   tokens = np.asarray([ids])
   assert np.abs(_our_logits(ours, tokens) - _hf_logits(back, tokens)).max() < 1e-4
 

@@ -141,3 +141,23 @@ def test_an_hf_folder_without_a_tokenizer_is_refused_at_import(hf_dirs, tmp_path
   assert not os.path.exists(tmp_path / "out")
   import_hf(str(weights_only), str(tmp_path / "out"), tokenizer_dir=str(hf_dirs / "qwen2"))
   assert load_tokenizer(str(tmp_path / "out")) == load_tokenizer(str(hf_dirs / "qwen2"))
+
+
+def test_inference_import_and_export_load_without_tensorflow():
+  import subprocess
+  import sys
+  code = ("import sys; import mathft_jax.infer, mathft_jax.models.hf_import, mathft_jax.models.hf_export; "
+          "bad = [m for m in ('tensorflow', 'seqio') if m in sys.modules]; assert not bad, bad")
+  subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_resumed_training_run_keeps_the_tokenizer_it_started_with(hf_dirs, tmp_path):
+  from mathft_jax.data.token_source import RandomTokenSource
+  from mathft_jax.train import train
+  cfg = preset("tiny", {"num_layers": 1, "vocab_size": 512})
+  kwargs = dict(model_dir=str(tmp_path / "run"), model_config=cfg, train_steps=1, checkpoint_every=1,
+                train_data=RandomTokenSource(batch_size=8, length=16, vocab_size=300))
+  train(**kwargs)  # from scratch: the byte vocabulary, recorded in MODEL_DIR/tokenizer
+  assert load_tokenizer(str(tmp_path / "run" / "tokenizer")) == BYTE == load_tokenizer(str(tmp_path / "run" / "export"))
+  with pytest.raises(TokenizerError, match=r"run/tokenizer: this run started with another tokenizer \(byte"):
+    train(**{**kwargs, "train_steps": 2, "tokenizer": str(hf_dirs / "qwen2")})

@@ -43,8 +43,7 @@ class SeqioSource:
     from mathft_jax.data.tasks import task_name
     if self.batch_size % num_shards:
       raise ValueError(f"batch_size={self.batch_size} is not divisible by {num_shards} data shards")
-    tokenizer = load_tokenizer(self.tokenizer or "byte") if not isinstance(self.tokenizer, Tokenizer) \
-        else self.tokenizer
+    tokenizer = self.tokenizer if isinstance(self.tokenizer, Tokenizer) else load_tokenizer(self.tokenizer or "byte")
     name = task_name(self.mixture_or_task_name, tokenizer)
     lengths = dict(self.task_feature_lengths)
     converter = NextTokenFeatureConverter(pack=self.pack)

@@ -132,7 +132,8 @@ def main(argv: Optional[list] = None) -> None:
   out = import_hf(args.hf_dir, args.out_dir, args.tokenizer_dir, args.dtype, args.param_dtype, args.overwrite)
   from mathft_jax.models.params_io import checkpoint_tokenizer, model_config
   cfg, tokenizer = model_config(out), checkpoint_tokenizer(out)
-  print(f"imported {cfg.num_layers} layers and the {tokenizer} from {args.hf_dir} into {out}")
+  print(f"imported {args.hf_dir} ({cfg.num_layers} layers) into {out}, with its {tokenizer.kind} tokenizer: "
+        f"{tokenizer.vocab_size} tokens, start id {tokenizer.spec.start_id}, EOS {tokenizer.eos_id}")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,14 @@ def checkpoint_tokenizer(path: str, explicit=None) -> Tokenizer:
   return tokenizer
 
 
+def starting_tokenizer(initial_checkpoint_path: Optional[str], tokenizer=None) -> Tokenizer:
+  """The tokenizer of a model that starts from the params folder `initial_checkpoint_path` (its own; `tokenizer`
+  must be the same), or is trained from scratch (`tokenizer`, by default the byte vocabulary)."""
+  if initial_checkpoint_path:
+    return checkpoint_tokenizer(initial_checkpoint_path, tokenizer)
+  return tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer or "byte")
+
+
 def save_params(params: dict, cfg: DecoderConfig, out_dir: str, tokenizer: Tokenizer, overwrite: bool = False,
                 hf: Optional[dict] = None, provenance: Optional[dict] = None) -> str:
   """Writes a params folder (see the module doc): params, then the tokenizer, then the manifest.
