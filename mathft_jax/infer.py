@@ -79,6 +79,14 @@ def _batches(items: list, size: int):
     yield i // size, batch, batch + [batch[-1]] * (size - len(batch))  # fixed shapes: pad with copies
 
 
+def cut_at_stop(text: str, stops: Sequence[str], finish: str) -> tuple[str, str]:
+  """(text up to the first stop string, finish reason). Decoding stops when the new tokens end with a stop string's
+  tokens; a subword tokenizer may spell the string with other tokens in context, so the text is also cut wherever
+  one appears (then the finish reason is "stop", as if decoding had caught it)."""
+  cut = min((text.find(x) for x in stops if x in text), default=-1)
+  return (text[:cut], "stop") if cut >= 0 else (text, finish)
+
+
 def _sample_chunk(generate_fns, params, cfg, tokenizer: Tokenizer, problems, chunk_rng, settings) -> list[str]:
   lines = []
   stops = settings["stop_strings"]
@@ -101,9 +109,7 @@ def _sample_chunk(generate_fns, params, cfg, tokenizer: Tokenizer, problems, chu
         count = int(out["num_tokens"][row])
         finish = decoding.FINISH_NAMES[int(out["finish"][row])]
         kept = out["tokens"][row, :count - 1 if finish == "eos" else count]
-        text = tokenizer.decode(kept.tolist())
-        if finish == "stop":
-          text = text[:min((text.find(x) for x in stops if x in text), default=len(text))]
+        text, finish = cut_at_stop(tokenizer.decode(kept.tolist()), stops, finish)
         lines.append(json.dumps({"problem_id": problem["problem_id"], "sample_id": s, "text": text,
                                  "num_tokens": count, "logprob": float(out["logprob"][row]),
                                  "finish_reason": finish}) + "\n")

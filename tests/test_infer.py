@@ -197,3 +197,12 @@ def test_two_processes_write_their_shards_and_the_union_equals_one_process(tmp_p
       "shard-0-of-2.COMPLETE", "shard-1-of-2.COMPLETE"}
   cmp = filecmp.dircmp(tmp_path / "one" / "chunks", tmp_path / "two" / "chunks")
   assert not cmp.left_only and not cmp.right_only and not cmp.diff_files and len(cmp.same_files) == 5
+
+
+def test_text_is_cut_at_a_stop_string_the_tokens_did_not_catch():
+  from mathft_jax.infer import cut_at_stop
+  stops = ("\n\nProblem:", "###")
+  assert cut_at_stop("So $\\boxed{2}$.\n\nProblem: next", stops, "length") == ("So $\\boxed{2}$.", "stop")
+  assert cut_at_stop("a ### b\n\nProblem:", stops, "stop") == ("a ", "stop")
+  assert cut_at_stop("no stop here", stops, "eos") == ("no stop here", "eos")
+  assert cut_at_stop("anything", (), "length") == ("anything", "length")
