@@ -57,6 +57,14 @@ def test_training_examples_and_prompts_are_the_hf_tokenizers_ids(tmp_path, hf_di
   assert weights == [0] * (len(prompt_ids) - 1) + [1] * (n - len(prompt_ids) + 1)  # predicting solution + EOS
   if family != "qwen2":
     assert sequence[0] == tokenizer.spec.start_id == hf.bos_token_id  # the BOS, not id 0 of seqio's converters
+  # Packed, id 0 is a token like any other ("!" of the byte-level BPEs, in "5!"), not padding (seqio's packer
+  # counts non-zero ids): the row holds the same sequence, then padding with segment id 0.
+  packed = next(SeqioSource(f"problems:{data}", {"inputs": 64, "targets": 96}, batch_size=1, shuffle=False,
+                            num_epochs=1).with_tokenizer(tokenizer).host_batches(0))
+  assert packed["decoder_target_tokens"][0, :n].tolist() == targets and int(packed["decoder_segment_ids"][0].sum()) == n
+  assert packed["decoder_positions"][0, :n].tolist() == list(range(n))
+  if family != "gemma":
+    assert 0 in targets
 
 
 def test_the_byte_vocabulary_keeps_its_start_id_and_labels():
