@@ -45,9 +45,9 @@ setuptools.setup(
         "console_scripts": [
             "mathft-import-hf=mathft_jax.models.hf_import:main",
             "mathft-export-hf=mathft_jax.models.hf_export:main",
-            "mathft-train=mathft_jax.train:main",
-            "mathft-infer=mathft_jax.infer:main",
-            "mathft-rerank=mathft_jax.rerank:main",
+            "mathft-train=mathft_jax.training.train:main",
+            "mathft-infer=mathft_jax.inference.infer:main",
+            "mathft-rerank=mathft_jax.reranking.rerank:main",
             "mathft-recipe=mathft_jax.recipe:main",
             "mathft-prepare-data=mathft_jax.data.prepare:main",
             "mathft-demo=mathft_jax.demo:main",

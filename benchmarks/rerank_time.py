@@ -14,7 +14,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(__file__))
 from grading_throughput import make_problems  # noqa: E402
 
-from mathft_jax.rerank import rerank  # noqa: E402
+from mathft_jax.reranking.rerank import rerank  # noqa: E402
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import time
 import jax
 import numpy as np
 
-from mathft_jax.decoding import Temperature, left_pad, make_generate_fn
+from mathft_jax.inference.decoding import Temperature, left_pad, make_generate_fn
 
 
 def _hf_model(args):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import sympy
 
-from mathft_jax.data import math_dataset, prm800k, prompts, synthetic
+from mathft_jax.data import math_dataset, prm800k, synthetic
+from mathft_jax.text import prompts
 from mathft_jax.grading import extract_answer, is_equivalent
 from mathft_jax.grading.symbolic import parse_latex
 
@@ -176,7 +177,7 @@ def test_tokenizers_round_trip_through_seqio(tmp_path):
   import tokenizers
 
   from mathft_jax.data.vocabularies import TokenizerVocabulary
-  from mathft_jax.tokenizer import TokenizerError, load_tokenizer
+  from mathft_jax.text.tokenizer import TokenizerError, load_tokenizer
   text = "Solve for $x$: $3x + 2 = \\frac{1}{2}$. The answer is $\\boxed{-\\frac{1}{2}}$. ünïcode ✓"
   corpus = tmp_path / "corpus.txt"
   corpus.write_text("\n".join([text] * 20 + [r["solution"] for r in synthetic.generate("train", 200)]))
@@ -251,7 +252,7 @@ def _graded_file(path):
 
 
 def test_evaluator_pairs_are_balanced_and_per_problem(tmp_path):
-  from mathft_jax.data import evaluator_data
+  from mathft_jax.evaluator import pairs as evaluator_data
   graded = evaluator_data.read_graded(_graded_file(tmp_path / "graded.jsonl"))
   pairs = evaluator_data.build_pairs(graded, per_problem=6, seed=0)
   by_problem = collections.Counter(p["problem_id"] for p in pairs)

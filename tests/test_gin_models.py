@@ -70,7 +70,7 @@ def test_from_checkpoint_reads_the_params_folder_config(tmp_path):
 
   from mathft_jax.models import init_params
   from mathft_jax.models.params_io import save_params
-  from mathft_jax.tokenizer import BYTE
+  from mathft_jax.text.tokenizer import BYTE
   saved = preset("tiny", {"num_layers": 1})
   save_params(init_params(saved, jax.random.PRNGKey(0)), saved, str(tmp_path), BYTE)
   with open(os.path.join(GIN_DIR, "from_checkpoint.gin")) as f:

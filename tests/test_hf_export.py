@@ -23,7 +23,7 @@ from mathft_jax.models.decoder import stack_layers  # noqa: E402
 from mathft_jax.models.hf_export import CheckpointExportError, export_hf, main  # noqa: E402
 from mathft_jax.models.hf_import import import_hf  # noqa: E402
 from mathft_jax.models.params_io import load_params, model_config, save_params  # noqa: E402
-from mathft_jax.tokenizer import BYTE, TokenizerError, load_tokenizer  # noqa: E402
+from mathft_jax.text.tokenizer import BYTE, TokenizerError, load_tokenizer  # noqa: E402
 
 
 def _tensors(folder: str) -> dict:
@@ -96,9 +96,9 @@ def _hf_logits(folder: str, tokens: np.ndarray) -> np.ndarray:
 
 
 def test_a_model_trained_here_exports_with_our_logits_in_shards(tmp_path):
-  from mathft_jax.data.token_source import RandomTokenSource
-  from mathft_jax.optim import OptimizerConfig, ScheduleConfig
-  from mathft_jax.train import train
+  from mathft_jax.training.token_source import RandomTokenSource
+  from mathft_jax.training.optim import OptimizerConfig, ScheduleConfig
+  from mathft_jax.training.train import train
   hf_dir, init = str(tmp_path / "hf"), str(tmp_path / "init")
   hf_fixtures.build("qwen2", hf_dir)
   import_hf(hf_dir, init, dtype="float32")

@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 from mathft_jax.models import Decoder, init_cache  # noqa: E402
 from mathft_jax.models.hf_import import CheckpointImportError, load_hf_checkpoint, main  # noqa: E402
 from mathft_jax.models.params_io import load_params, save_params  # noqa: E402
-from mathft_jax.tokenizer import BYTE, TokenizerError  # noqa: E402
+from mathft_jax.text.tokenizer import BYTE, TokenizerError  # noqa: E402
 
 COMMON = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
               max_position_embeddings=256)

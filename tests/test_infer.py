@@ -12,11 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mathft_jax.data import prompts
-from mathft_jax.infer import InferenceInputError, infer
+from mathft_jax.text import prompts
+from mathft_jax.inference.infer import InferenceInputError, infer
 from mathft_jax.models import Decoder, init_params, preset
 from mathft_jax.models.params_io import save_params
-from mathft_jax.tokenizer import BYTE
+from mathft_jax.text.tokenizer import BYTE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = dict(mode="sample", problems="synthetic:test:10", num_samples=3, max_new_tokens=16, chunk_size=2,
@@ -89,7 +89,7 @@ def test_score_mode_scores_and_logliks(tmp_path, checkpoint):
   records = _records(scores)
   assert n == 30 and all(0 < r["score"] < 1 for r in records)
   # loglik equals an independent forward pass over generator prompt + text, summing the text tokens' log-probs.
-  from mathft_jax.infer import read_problems
+  from mathft_jax.inference.infer import read_problems
   from mathft_jax.models.params_io import load_params
   cfg, params = load_params(checkpoint)
   problem = {p["problem_id"]: p["problem"] for p in read_problems(SAMPLE["problems"])}
@@ -145,7 +145,7 @@ def test_prompts_start_with_the_id_training_examples_start_with(tmp_path):
 
 
 def _command(out, checkpoint):
-  return [sys.executable, "-m", "mathft_jax.infer", "--gin_file=runs/infer.gin", f"--gin.OUTPUT_DIR='{out}'",
+  return [sys.executable, "-m", "mathft_jax.inference.infer", "--gin_file=runs/infer.gin", f"--gin.OUTPUT_DIR='{out}'",
           f"--gin.CHECKPOINT_PATH='{checkpoint}'", "--gin.PROBLEMS='synthetic:test:24'", "--gin.NUM_SAMPLES=4",
           "--gin.MAX_NEW_TOKENS=24", "--gin.infer.infer.chunk_size=2", "--gin.infer.infer.batch_size=1"]
 
@@ -180,7 +180,7 @@ def test_two_processes_write_their_shards_and_the_union_equals_one_process(tmp_p
     port = s.getsockname()[1]
 
   def command(out):
-    return [sys.executable, "-m", "mathft_jax.infer", "--gin_file=runs/infer.gin", f"--gin.OUTPUT_DIR='{out}'",
+    return [sys.executable, "-m", "mathft_jax.inference.infer", "--gin_file=runs/infer.gin", f"--gin.OUTPUT_DIR='{out}'",
             f"--gin.CHECKPOINT_PATH='{checkpoint}'", "--gin.PROBLEMS='synthetic:test:10'", "--gin.NUM_SAMPLES=3",
             "--gin.MAX_NEW_TOKENS=16", "--gin.infer.infer.chunk_size=2", "--gin.infer.infer.batch_size=2"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
@@ -200,7 +200,7 @@ def test_two_processes_write_their_shards_and_the_union_equals_one_process(tmp_p
 
 
 def test_text_is_cut_at_a_stop_string_the_tokens_did_not_catch():
-  from mathft_jax.infer import cut_at_stop
+  from mathft_jax.inference.infer import cut_at_stop
   stops = ("\n\nProblem:", "###")
   assert cut_at_stop("So $\\boxed{2}$.\n\nProblem: next", stops, "length") == ("So $\\boxed{2}$.", "stop")
   assert cut_at_stop("a ### b\n\nProblem:", stops, "stop") == ("a ", "stop")

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import pytest
 
 from mathft_jax import gin_main, partitioning
-from mathft_jax.memory import SLICES, estimate_sampling, estimate_training, sharded_bytes
+from mathft_jax.recipe.memory import SLICES, estimate_sampling, estimate_training, sharded_bytes
 from mathft_jax.models import preset
-from mathft_jax.optim import OptimizerConfig
-from mathft_jax.trainer import Trainer
+from mathft_jax.training.optim import OptimizerConfig
+from mathft_jax.training.trainer import Trainer
 
 SMALL = preset("tiny").replace(d_model=256, num_layers=4, num_heads=8, num_kv_heads=2, head_dim=32, mlp_dim=768,
                                scan_layers=True)

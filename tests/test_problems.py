@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from mathft_jax.problems import ProblemSetError, load_problems
+from mathft_jax.text.problems import ProblemSetError, load_problems
 
 SHARED_MATH = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "math")
 
@@ -24,7 +24,7 @@ def test_synthetic_and_jsonl(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_MATH), reason="../shared/data/math is absent")
 def test_math_split_without_tensorflow():
-  code = ("import sys; from mathft_jax.problems import load_problems; "
+  code = ("import sys; from mathft_jax.text.problems import load_problems; "
           f"r = load_problems('math:{SHARED_MATH}:test500'); assert len(r) == 500, len(r); "
           "assert r[0]['answer'] and r[0]['problem']; "
           "bad = [m for m in ('tensorflow', 'seqio') if m in sys.modules]; assert not bad, bad")

@@ -18,12 +18,12 @@ transformers = pytest.importorskip("transformers")
 
 import hf_fixtures  # noqa: E402
 
-from mathft_jax.data import prompts  # noqa: E402
+from mathft_jax.text import prompts  # noqa: E402
 from mathft_jax.models import hf_export, hf_import  # noqa: E402
 from mathft_jax.models.params_io import model_config, read_manifest  # noqa: E402
 from mathft_jax.partitioning import MeshConfig  # noqa: E402
 from mathft_jax.recipe import ChangedSettingsError, Sampling, run_recipe  # noqa: E402
-from mathft_jax.tokenizer import load_tokenizer  # noqa: E402
+from mathft_jax.text.tokenizer import load_tokenizer  # noqa: E402
 
 SHARED_MATH = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "math")
 LOSS = {"qwen2": "ce", "llama": "margin", "gemma": "ce"}

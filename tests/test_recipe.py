@@ -12,7 +12,8 @@ import pytest
 
 from mathft_jax.models import preset
 from mathft_jax.partitioning import MeshConfig
-from mathft_jax.recipe import ChangedSettingsError, Sampling, _evaluator_lengths, run_recipe
+from mathft_jax.recipe import ChangedSettingsError, Sampling, run_recipe
+from mathft_jax.recipe.driver import _evaluator_lengths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

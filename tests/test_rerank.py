@@ -5,7 +5,7 @@ import os
 import pytest
 
 from mathft_jax.grading.batch import CandidateFileError
-from mathft_jax.rerank import rerank
+from mathft_jax.reranking.rerank import rerank
 
 # problem -> (reference, [(boxed answer or None, score)]); N = 4.
 PROBLEMS = {
@@ -61,7 +61,7 @@ def test_metrics_outputs_and_graded_file(tmp_path):
   assert os.path.getsize(os.path.join(out, "accuracy_vs_n.png")) > 1000
   report = open(os.path.join(out, "report.md")).read()
   assert "RR.Top-1@4" in report and "pass@1 (greedy)" in report and "AUC" in report
-  from mathft_jax.data.evaluator_data import build_pairs, read_graded  # graded.jsonl feeds evaluator training
+  from mathft_jax.evaluator.pairs import build_pairs, read_graded  # graded.jsonl feeds evaluator training
   pairs = build_pairs(read_graded(os.path.join(out, "graded.jsonl")))
   assert {p["problem_id"] for p in pairs} == {"a", "b", "c"}
 

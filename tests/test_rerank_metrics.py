@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from mathft_jax.rerank_metrics import bootstrap_ci, classifier_metrics, pass_at_k, problem_curves, select, subsets
+from mathft_jax.reranking.metrics import bootstrap_ci, classifier_metrics, pass_at_k, problem_curves, select, subsets
 
 # 6 samples: clusters c0 (2, correct), c1 (3, wrong), c2 (1, correct).
 CLUSTERS = np.array([0, 0, 1, 1, 1, 2])

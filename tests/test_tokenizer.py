@@ -11,12 +11,12 @@ transformers = pytest.importorskip("transformers")
 
 import hf_fixtures  # noqa: E402
 
-from mathft_jax.data import prompts  # noqa: E402
+from mathft_jax.text import prompts  # noqa: E402
 from mathft_jax.data.seqio_source import SeqioSource  # noqa: E402
 from mathft_jax.models import init_params, preset  # noqa: E402
 from mathft_jax.models.hf_import import import_hf  # noqa: E402
 from mathft_jax.models.params_io import checkpoint_tokenizer, model_config, read_manifest, save_params  # noqa: E402
-from mathft_jax.tokenizer import BYTE, TokenizerError, load_tokenizer  # noqa: E402
+from mathft_jax.text.tokenizer import BYTE, TokenizerError, load_tokenizer  # noqa: E402
 
 PROBLEM = "Evaluate $\\log_327$.\n"
 SOLUTION = "Since $3^3=27$, $\\log_327=\\boxed{3}$. So 5! = 120 and x_{10}^2 — ünïcode ✓."
@@ -95,9 +95,9 @@ def test_a_params_folder_carries_its_tokenizer_and_manifest(imported, hf_dirs):
 
 
 def test_a_mismatched_tokenizer_is_refused_before_any_compute(imported, hf_dirs, tmp_path):
-  from mathft_jax.infer import infer
+  from mathft_jax.inference.infer import infer
   from mathft_jax.recipe import run_recipe
-  from mathft_jax.train import train
+  from mathft_jax.training.train import train
   other = str(hf_dirs / "qwen2")
   names_both = rf"the tokenizer given \(hf tokenizer from {other} .*\) is not the one {imported} was made with"
   with pytest.raises(TokenizerError, match=names_both):
@@ -118,7 +118,7 @@ def test_a_mismatched_tokenizer_is_refused_before_any_compute(imported, hf_dirs,
 
 
 def test_a_checkpoint_without_its_tokenizer_files_names_the_file_and_the_fix(imported, tmp_path):
-  from mathft_jax.infer import infer
+  from mathft_jax.inference.infer import infer
   damaged = str(tmp_path / "damaged")
   shutil.copytree(imported, damaged)
   os.remove(os.path.join(damaged, "tokenizer", "tokenizer.json"))
@@ -154,14 +154,14 @@ def test_an_hf_folder_without_a_tokenizer_is_refused_at_import(hf_dirs, tmp_path
 def test_inference_import_and_export_load_without_tensorflow():
   import subprocess
   import sys
-  code = ("import sys; import mathft_jax.infer, mathft_jax.models.hf_import, mathft_jax.models.hf_export; "
+  code = ("import sys; import mathft_jax.inference.infer, mathft_jax.models.hf_import, mathft_jax.models.hf_export; "
           "bad = [m for m in ('tensorflow', 'seqio') if m in sys.modules]; assert not bad, bad")
   subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_a_resumed_training_run_keeps_the_tokenizer_it_started_with(hf_dirs, tmp_path):
-  from mathft_jax.data.token_source import RandomTokenSource
-  from mathft_jax.train import train
+  from mathft_jax.training.token_source import RandomTokenSource
+  from mathft_jax.training.train import train
   cfg = preset("tiny", {"num_layers": 1, "vocab_size": 512})
   kwargs = dict(model_dir=str(tmp_path / "run"), model_config=cfg, train_steps=1, checkpoint_every=1,
                 train_data=RandomTokenSource(batch_size=8, length=16, vocab_size=300))

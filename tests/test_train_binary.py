@@ -27,7 +27,7 @@ def toy_jsonl(tmp_path_factory):
 
 
 def _command(model_dir, data, steps, *extra):
-  return [sys.executable, "-m", "mathft_jax.train", "--gin_file=models/tiny.gin", "--gin_file=runs/train.gin",
+  return [sys.executable, "-m", "mathft_jax.training.train", "--gin_file=models/tiny.gin", "--gin_file=runs/train.gin",
           f"--gin.MODEL_DIR='{model_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='jsonl:{data}'",
           "--gin.TASK_FEATURE_LENGTHS={'inputs': 24, 'targets': 24}", f"--gin.TRAIN_STEPS={steps}",
           "--gin.BATCH_SIZE=8", "--gin.LEARNING_RATE=3e-3", "--gin.config.preset.overrides={'num_layers': 2}",

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from mathft_jax import partitioning
-from mathft_jax.data.token_source import RandomTokenSource
+from mathft_jax.training.token_source import RandomTokenSource
 from mathft_jax.models import init_params, preset
 from mathft_jax.models.params_io import save_params
-from mathft_jax.tokenizer import BYTE
-from mathft_jax.optim import OptimizerConfig, ScheduleConfig, make_schedule
-from mathft_jax.train_step import next_token_loss
-from mathft_jax.trainer import Trainer, host_batches
+from mathft_jax.text.tokenizer import BYTE
+from mathft_jax.training.optim import OptimizerConfig, ScheduleConfig, make_schedule
+from mathft_jax.training.train_step import next_token_loss
+from mathft_jax.training.trainer import Trainer, host_batches
 
 CFG = preset("tiny", {"num_layers": 2})
 SGD = OptimizerConfig(name="sgd", schedule=ScheduleConfig(peak=1.0), clip_norm=0.0)  # update == -gradient
@@ -109,7 +109,7 @@ def test_host_batches_union_of_shards_is_the_global_batch():
 def test_initial_checkpoint_params_are_the_starting_point(tmp_path):
   params = init_params(CFG, jax.random.PRNGKey(42))
   save_params(params, CFG, str(tmp_path / "init"), BYTE)
-  from mathft_jax.train import _initial_params
+  from mathft_jax.training.train import _initial_params
   trainer = Trainer(CFG, SGD, partitioning.make_mesh(partitioning.MeshConfig(2, 2, 2)))
   restored = _initial_params(str(tmp_path / "init"), CFG, trainer)
   state = trainer.init_state(seed=0, params=restored)
@@ -121,7 +121,7 @@ def test_initial_checkpoint_params_are_the_starting_point(tmp_path):
 
 def test_train_function_evaluates_logs_and_exports(tmp_path, capsys):
   from mathft_jax.models.params_io import load_params, read_manifest
-  from mathft_jax.train import train
+  from mathft_jax.training.train import train
   model_dir = str(tmp_path / "run")
   source = RandomTokenSource(batch_size=8, length=32, vocab_size=300, seed=1)
   held_out = RandomTokenSource(batch_size=8, length=32, vocab_size=300, seed=2)
@@ -155,7 +155,7 @@ def test_scanned_remat_training_from_an_unstacked_checkpoint_matches_the_loop(tm
   """Layer scan + remat as run options: same losses as the plain loop from the same imported params on a 2x2x2
   mesh (the stacked params sharded with a leading 'layers' axis), and the export is the unstacked layout."""
   from mathft_jax.models.params_io import load_params, read_manifest
-  from mathft_jax.train import train
+  from mathft_jax.training.train import train
   init = str(tmp_path / "init")
   save_params(init_params(CFG, jax.random.PRNGKey(7)), CFG, init, BYTE)
   states = {}

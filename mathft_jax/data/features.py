@@ -1,6 +1,6 @@
 """Token sequences -> the model's features: next-token rows, packed or padded, single or in (correct, incorrect) pairs.
 
-An example's "inputs" (the prompt, starting with the tokenizer's start id, see `mathft_jax.tokenizer`) and
+An example's "inputs" (the prompt, starting with the tokenizer's start id, see `mathft_jax.text.tokenizer`) and
 "targets" (the solution, ending in EOS) form one sequence `seq`; the model reads seq[:-1] and is trained to predict
 seq[1:], with loss weight 1 on the target tokens only. Each feature is [L] (or [2, L] for pairs), L = inputs +
 targets length:

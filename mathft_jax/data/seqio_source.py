@@ -14,7 +14,7 @@ import seqio
 import tensorflow as tf
 
 from mathft_jax.data.features import FEATURES, NextTokenFeatureConverter, PairFeatureConverter
-from mathft_jax.tokenizer import Tokenizer, TokenizerError, load_tokenizer
+from mathft_jax.text.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 
 @dataclasses.dataclass

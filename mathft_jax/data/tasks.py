@@ -10,25 +10,27 @@ never share a task. Solution fine-tuning (SSFT): inputs = generator prompt, targ
 - `ssft_math_train7500`: MATH's own train split (7,500), validation/test = MATH500.
 - `ssft_prm800k`: PRM800K's correct step-by-step solutions; `ssft_math_prm800k`: both, mixed by example count.
   These read TFDS datasets prepared offline (`mathft-prepare-data`) in MATHFT_TFDS_DIR (default ~/tensorflow_datasets).
-- `problems:<problem set>`: any problem set of `mathft_jax.problems` whose records have solutions, e.g.
+- `problems:<problem set>`: any problem set of `mathft_jax.text.problems` whose records have solutions, e.g.
   `problems:math:/data/MATH:train` or a JSONL file (every split reads it; no TFDS preparation).
 - `jsonl:<path>`: lines of {"inputs": ..., "targets": ...} (loss on targets only).
 - `evaluator_ce:<graded.jsonl>`, `evaluator_margin:...`, `evaluator_seq:...`: evaluator training data from a run's
-  graded samples (`mathft_jax.data.evaluator_data`); the pair tasks give features of shape [2, L].
+  graded samples (`mathft_jax.evaluator.pairs`); the pair tasks give features of shape [2, L].
 """
 import hashlib
 import json
 import os
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from mathft_jax.data import evaluator_data, prompts, synthetic
+from mathft_jax.data import synthetic
+from mathft_jax.evaluator import pairs
+from mathft_jax.text import prompts
 from mathft_jax.data.features import PAIR_FEATURES
 from mathft_jax.data.vocabularies import output_features
-from mathft_jax.tokenizer import Tokenizer
+from mathft_jax.text.tokenizer import Tokenizer
 
 SSFT_TASKS = ("ssft_synthetic", "ssft_math", "ssft_math_train7500", "ssft_prm800k") + tuple(
     f"ssft_synthetic_level{k}" for k in range(1, 6))
@@ -97,7 +99,7 @@ def _synthetic_texts(levels=(1, 2, 3, 4, 5), num_train: int = 20_000) -> Callabl
 
 
 def _problems_texts(spec: str) -> Callable[[str], dict]:
-  from mathft_jax.problems import load_problems
+  from mathft_jax.text.problems import load_problems
   records = [(r["problem"], r["solution"]) for r in load_problems(spec) if r.get("solution") and r.get("problem")]
   if not records:
     raise TaskNameError(f"problems:{spec}: no record has both a problem and a solution to train on")
@@ -150,14 +152,36 @@ def _read_jsonl(path: str) -> dict:
 
 
 def _evaluator_task(name: str, kind: str, graded_path: str, tokenizer: Tokenizer) -> str:
-  data = evaluator_data.read_graded(graded_path)
-  exs = evaluator_data.examples(evaluator_data.build_pairs(data), kind)
+  data = pairs.read_graded(graded_path)
+  exs = pairs.examples(pairs.build_pairs(data), kind)
   if not exs:
-    raise evaluator_data.GradedFileError(f"{graded_path}: no problem has both a correct and an incorrect sample")
+    raise pairs.GradedFileError(f"{graded_path}: no problem has both a correct and an incorrect sample")
   keys = ("inputs", "targets") if kind == "ce" else PAIR_FEATURES
-  trims = (evaluator_data.keep_input_tails(tokenizer.start),) if kind in ("ce", "margin") else ()  # "seq": prompts
+  trims = (keep_input_tails(tokenizer.start),) if kind in ("ce", "margin") else ()  # "seq": prompts
   columns = {k: [e[k] for e in exs] for k in keys}
   return _add(name, lambda split: columns, tokenizer, keys, trims, permute=False)
+
+
+def keep_input_tails(start: Sequence[int] = ()):
+  """A seqio token preprocessor that cuts over-long evaluator prompts from the left, after the tokenizer's start
+  ids (`start`, kept): the question that ends the prompt ("The above candidate solution is") and the end of the
+  candidate, where its answer is, always reach the model (the default cut from the right would train the label on
+  a prompt without its question)."""
+  head = tf.constant(list(start), tf.int32)
+
+  def cut(dataset: tf.data.Dataset, sequence_length: Optional[dict] = None) -> tf.data.Dataset:
+    if not sequence_length:
+      return dataset
+
+    def one(ex):
+      out = dict(ex)
+      for k, v in ex.items():
+        if k.startswith("inputs") and k in sequence_length and len(start) < sequence_length[k]:
+          tail = v[len(start):][-(sequence_length[k] - len(start)):]
+          out[k] = tf.concat([head, tail], 0)
+      return out
+    return dataset.map(one)
+  return cut
 
 
 def _register(name: str, registered: str, tokenizer: Tokenizer) -> None:
@@ -176,7 +200,7 @@ def _register(name: str, registered: str, tokenizer: Tokenizer) -> None:
   elif sep and kind == "jsonl":
     columns = _read_jsonl(rest)
     _add(registered, lambda split: columns, tokenizer, permute=False)
-  elif sep and kind.startswith("evaluator_") and kind[len("evaluator_"):] in evaluator_data.KINDS:
+  elif sep and kind.startswith("evaluator_") and kind[len("evaluator_"):] in pairs.KINDS:
     _evaluator_task(registered, kind[len("evaluator_"):], rest, tokenizer)
   else:
     raise TaskNameError(f"unknown task {name!r}: expected one of {sorted(SSFT_TASKS + tuple(SSFT_MIXTURES))}, "

@@ -1,4 +1,4 @@
-"""The model's tokenizer (`mathft_jax.tokenizer.Tokenizer`) as a `seqio.Vocabulary`, for tasks' output features.
+"""The model's tokenizer (`mathft_jax.text.tokenizer.Tokenizer`) as a `seqio.Vocabulary`, for tasks' output features.
 
 Tasks do not tokenize through it: their sources hold ids made by `Tokenizer.example_ids` (`mathft_jax.data.tasks`),
 the very function sampling and scoring build prompts with, so training and inference cannot disagree on a token.
@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import seqio
 import tensorflow as tf
 
-from mathft_jax.tokenizer import Tokenizer
+from mathft_jax.text.tokenizer import Tokenizer
 
 
 class TokenizerVocabulary(seqio.Vocabulary):

@@ -23,7 +23,7 @@ import numpy as np
 from mathft_jax.models.hf_format import (EXPORTABLE, SUPPORTED, HfFormatError, config_from_hf, config_to_hf,
                                          family_of, to_hf, weight_map)
 from mathft_jax.models.params_io import MANIFEST, checkpoint_tokenizer, hf_source, load_params, model_config
-from mathft_jax.tokenizer import SPEC_FILE, Tokenizer
+from mathft_jax.text.tokenizer import SPEC_FILE, Tokenizer
 
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 

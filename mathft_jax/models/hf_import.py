@@ -7,7 +7,7 @@ read with `safetensors` as numpy arrays (no torch); sharded checkpoints are foun
 `model.safetensors.index.json`. Every expected tensor must be present with the expected shape and every tensor in
 the files must be used, else `CheckpointImportError` names the tensor and its file. The tokenizer files
 (tokenizer.json / tokenizer.model, tokenizer_config.json, ...) are copied into the params folder with their spec
-(`mathft_jax.tokenizer`), and config.json / generation_config.json are kept in its manifest for `mathft-export-hf`.
+(`mathft_jax.text.tokenizer`), and config.json / generation_config.json are kept in its manifest for `mathft-export-hf`.
 """
 import argparse
 import json
@@ -20,7 +20,7 @@ from safetensors import safe_open
 from mathft_jax.models.decoder import abstract_params
 from mathft_jax.models.hf_format import HfFormatError, config_from_hf, to_ours, weight_map
 from mathft_jax.models.params_io import save_params
-from mathft_jax.tokenizer import load_tokenizer
+from mathft_jax.text.tokenizer import load_tokenizer
 
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 

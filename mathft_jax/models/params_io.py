@@ -2,7 +2,7 @@
 
 Layout of a params folder DIR:
   DIR/params/          orbax checkpoint of the parameter tree (unstacked unless the config says scan_layers)
-  DIR/tokenizer/       the tokenizer files the model was made with, and their spec (`mathft_jax.tokenizer`)
+  DIR/tokenizer/       the tokenizer files the model was made with, and their spec (`mathft_jax.text.tokenizer`)
   DIR/checkpoint.json  the manifest, written last: {"model_config", "tokenizer" (its spec, special ids and
                        evaluator label ids, or null), "hf_config"/"hf_generation_config" (the Hugging Face files
                        the model was imported from, for the way back), "provenance"}
@@ -17,7 +17,7 @@ import jax
 
 from mathft_jax.models.config import DecoderConfig
 from mathft_jax.models.decoder import abstract_params
-from mathft_jax.tokenizer import Tokenizer, TokenizerError, load_tokenizer
+from mathft_jax.text.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 MANIFEST = "checkpoint.json"
 LEGACY_CONFIG = "model_config.json"

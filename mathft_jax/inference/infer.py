@@ -21,12 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mathft_jax import decoding, partitioning
-from mathft_jax.data import prompts as prompt_lib
+from mathft_jax.inference import decoding
+from mathft_jax import partitioning
+from mathft_jax.text import prompts as prompt_lib
 from mathft_jax.models import Decoder, abstract_params, params_io
-from mathft_jax.problems import load_problems
-from mathft_jax.tokenizer import Tokenizer
-from mathft_jax.train_step import token_log_probs
+from mathft_jax.text.problems import load_problems
+from mathft_jax.text.tokenizer import Tokenizer
+from mathft_jax.training.train_step import token_log_probs
 
 
 class InferenceInputError(ValueError):
@@ -34,7 +35,7 @@ class InferenceInputError(ValueError):
 
 
 def read_problems(spec: str) -> list[dict]:
-  """Problems to sample (see `mathft_jax.problems`); each needs a problem text."""
+  """Problems to sample (see `mathft_jax.text.problems`); each needs a problem text."""
   records = load_problems(spec)
   missing = [r["problem_id"] for r in records if "problem" not in r]
   if missing:
@@ -283,7 +284,7 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str, to
 
 def main() -> None:
   from mathft_jax import gin_main
-  from mathft_jax import infer as infer_module  # the importable module, whatever __main__ is
+  from mathft_jax.inference import infer as infer_module  # the importable module, whatever __main__ is
   gin_main.run(infer_module.infer)
 
 

@@ -11,17 +11,15 @@ Task kinds (see `register_evaluator_task`):
 - "margin": pairs of evaluator prompts (x+ -> " correct", x- -> " incorrect") for the margin on log S.
 - "seq": pairs of generator examples (P -> x+, P -> x-) for the sequence-likelihood contrastive loss.
 Pairs reach the model as features of shape [2, L] (row 0 the correct sample) through
-`features.PairFeatureConverter`, which runs after seqio's shuffle so that pairs stay together. The tasks themselves
-are registered by `mathft_jax.data.tasks`.
+`mathft_jax.data.features.PairFeatureConverter`, which runs after seqio's shuffle so that pairs stay together. The
+tasks themselves are registered by `mathft_jax.data.tasks`. No TensorFlow here.
 """
 import collections
 import json
 import random
-from typing import Mapping, Optional, Sequence
+from typing import Mapping
 
-import tensorflow as tf
-
-from mathft_jax.data import prompts
+from mathft_jax.text import prompts
 
 KINDS = ("ce", "margin", "seq")
 
@@ -32,7 +30,7 @@ class GradedFileError(ValueError):
 
 def read_graded(path: str) -> dict[str, list[dict]]:
   by_problem = collections.OrderedDict()
-  with tf.io.gfile.GFile(path) as f:
+  with open(path) as f:
     for line_no, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -80,25 +78,3 @@ def examples(pairs: list[dict], kind: str) -> list[dict]:
     out.append({"inputs_pos": pos["inputs"], "targets_pos": pos["targets"], "inputs_neg": neg["inputs"],
                 "targets_neg": neg["targets"]})
   return out
-
-
-def keep_input_tails(start: Sequence[int] = ()):
-  """A seqio token preprocessor that cuts over-long evaluator prompts from the left, after the tokenizer's start
-  ids (`start`, kept): the question that ends the prompt ("The above candidate solution is") and the end of the
-  candidate, where its answer is, always reach the model (the default cut from the right would train the label on
-  a prompt without its question)."""
-  head = tf.constant(list(start), tf.int32)
-
-  def cut(dataset: tf.data.Dataset, sequence_length: Optional[dict] = None) -> tf.data.Dataset:
-    if not sequence_length:
-      return dataset
-
-    def one(ex):
-      out = dict(ex)
-      for k, v in ex.items():
-        if k.startswith("inputs") and k in sequence_length and len(start) < sequence_length[k]:
-          tail = v[len(start):][-(sequence_length[k] - len(start)):]
-          out[k] = tf.concat([head, tail], 0)
-      return out
-    return dataset.map(one)
-  return cut

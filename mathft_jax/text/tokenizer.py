@@ -170,7 +170,7 @@ class Tokenizer:
   def evaluator_labels(self) -> tuple[list[int], int, int]:
     """(shared prefix ids, correct id, incorrect id): " correct" and " incorrect" as they follow the evaluator
     prompt; the evaluator's score compares the first token where they differ."""
-    from mathft_jax.data.prompts import EVALUATOR_LABELS, evaluator_input
+    from mathft_jax.text.prompts import EVALUATOR_LABELS, evaluator_input
     prompt = evaluator_input("What is $1+1$?", "The answer is $\\boxed{2}$.")
     a, b = (self.example_ids(prompt, label)[1] for label in EVALUATOR_LABELS)
     k = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), None)

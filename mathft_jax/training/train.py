@@ -16,14 +16,14 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from mathft_jax import partitioning
-from mathft_jax.checkpointing import Checkpointer, PreemptionGuard
-from mathft_jax.metrics_logging import MetricLogger, model_flops_per_token, peak_flops_per_device
+from mathft_jax.training.checkpointing import Checkpointer, PreemptionGuard
+from mathft_jax.training.metrics_logging import MetricLogger, model_flops_per_token, peak_flops_per_device
 from mathft_jax.models import DecoderConfig, param_count, params_io
 from mathft_jax.models.decoder import stack_layers, unstack_layers
-from mathft_jax.optim import OptimizerConfig
-from mathft_jax.train_step import LossFn, TrainState, next_token_loss, summarize
-from mathft_jax.tokenizer import SPEC_FILE, Tokenizer, TokenizerError, load_tokenizer
-from mathft_jax.trainer import BatchSource, Trainer, host_batches, params_fingerprint
+from mathft_jax.training.optim import OptimizerConfig
+from mathft_jax.training.train_step import LossFn, TrainState, next_token_loss, summarize
+from mathft_jax.text.tokenizer import SPEC_FILE, Tokenizer, TokenizerError, load_tokenizer
+from mathft_jax.training.trainer import BatchSource, Trainer, host_batches, params_fingerprint
 
 
 def _initial_params(path: str, cfg: DecoderConfig, trainer: Trainer) -> dict:
@@ -87,7 +87,7 @@ def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSourc
           on_start: Optional[Callable[[str], None]] = None) -> TrainState:
   """Trains `model_config` on `train_data` for `train_steps` steps; returns the final state.
 
-  tokenizer: the model's tokenizer (a source of `mathft_jax.tokenizer.load_tokenizer`). By default the initial
+  tokenizer: the model's tokenizer (a source of `mathft_jax.text.tokenizer.load_tokenizer`). By default the initial
     checkpoint's, or the byte vocabulary for a model trained from scratch; one given explicitly must be the same as
     the checkpoint's. It is recorded in MODEL_DIR/tokenizer when the run starts and exported with the params.
   num_data_shards: pipeline shards forming a global batch (default: one per process); fix it to compare runs
@@ -183,7 +183,7 @@ def main() -> None:
   import gin
 
   from mathft_jax import gin_main
-  from mathft_jax import train as train_module  # the importable module, whatever __main__ is
+  from mathft_jax.training import train as train_module  # the importable module, whatever __main__ is
 
   def write_config(model_dir: str) -> None:
     with open(os.path.join(model_dir, "config.gin"), "w") as f:

@@ -19,9 +19,9 @@ from typing import Optional
 
 import numpy as np
 
-from mathft_jax import rerank_metrics as rm
+from mathft_jax.reranking import metrics as rm
 from mathft_jax.grading.batch import CandidateFileError, grade_problems, read_candidates
-from mathft_jax.problems import load_problems
+from mathft_jax.text.problems import load_problems
 
 LABELS = {"maj1": "Maj1@{n}", "rr_all": "RR.All@{n}", "rr_topk": "RR.Top-{k}@{n}", "wrr": "W.RR@{n}",
           "wrr_majk": "W.RR.Maj{k}@{n}", "pass": "pass@{n}", "majk": "maj{k}@{n}",
@@ -43,7 +43,7 @@ def _generator_likelihoods(records: list[dict]):
 
 
 def read_references(spec: str) -> dict[str, dict]:
-  """Reference answers by problem id (see `mathft_jax.problems`); each needs an answer."""
+  """Reference answers by problem id (see `mathft_jax.text.problems`); each needs an answer."""
   refs = {r["problem_id"]: r for r in load_problems(spec)}
   missing = [pid for pid, r in refs.items() if "answer" not in r]
   if missing:

@@ -16,8 +16,8 @@ import numpy as np
 
 from mathft_jax import partitioning
 from mathft_jax.models import DecoderConfig
-from mathft_jax.optim import OptimizerConfig, make_optimizer, make_schedule
-from mathft_jax.train_step import (LossFn, TrainState, abstract_train_state, init_train_state, make_eval_step,
+from mathft_jax.training.optim import OptimizerConfig, make_optimizer, make_schedule
+from mathft_jax.training.train_step import (LossFn, TrainState, abstract_train_state, init_train_state, make_eval_step,
                                    make_train_step, model_apply_fn, next_token_loss)
 
 

@@ -22,12 +22,12 @@ from typing import Optional
 
 import jax
 
-from mathft_jax.evaluator_losses import margin_loss, sequence_contrastive_loss
+from mathft_jax.evaluator.losses import margin_loss, sequence_contrastive_loss
 from mathft_jax.models import DecoderConfig, params_io
-from mathft_jax.optim import OptimizerConfig, ScheduleConfig
+from mathft_jax.training.optim import OptimizerConfig, ScheduleConfig
 from mathft_jax import partitioning
 from mathft_jax.partitioning import MeshConfig
-from mathft_jax.train_step import next_token_loss
+from mathft_jax.training.train_step import next_token_loss
 
 LOSSES = {"ce": next_token_loss, "margin": margin_loss, "seq": sequence_contrastive_loss}
 
@@ -132,12 +132,12 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
                plan_only: bool = False) -> dict:
   """Runs every stage (see the module doc); returns {generator name: metrics.json dict}.
 
-  slice_name: the accelerator slice the run is sized for (a key of `mathft_jax.memory.SLICES`): before any
+  slice_name: the accelerator slice the run is sized for (a key of `mathft_jax.recipe.memory.SLICES`): before any
   compute, the per-device memory of SSFT, evaluator training and sampling is estimated and printed, and the run
   stops with the table if a stage would not fit. plan_only: only that check; returns {stage: MemoryEstimate}.
 
   evaluator_loss_options: keyword arguments of the evaluator loss, e.g. {"margin": 1.0, "alpha": 1.0} for "seq"
-    (see `mathft_jax.evaluator_losses`).
+    (see `mathft_jax.evaluator.losses`).
   evaluator_batch_size: examples per evaluator step (pairs for "margin" and "seq", each two sequences); defaults to
     batch_size.
   learning_rate: peak learning rate of SSFT; evaluator_learning_rate and multitask_learning_rate (stage 3 and the
@@ -161,9 +161,9 @@ def run_recipe(*, run_dir: str, model_config: DecoderConfig, generator_task: str
     if plan_only:
       return plan
   from mathft_jax.data.seqio_source import SeqioSource
-  from mathft_jax.infer import infer
-  from mathft_jax.rerank import rerank
-  from mathft_jax.train import train
+  from mathft_jax.inference.infer import infer
+  from mathft_jax.reranking.rerank import rerank
+  from mathft_jax.training.train import train
   if evaluator_loss not in LOSSES:
     raise ValueError(f"evaluator_loss must be one of {sorted(LOSSES)}, got {evaluator_loss!r}")
   evaluator_loss_fn = LOSSES[evaluator_loss]
@@ -277,7 +277,7 @@ def memory_plan(model_config: DecoderConfig, mesh: MeshConfig, batch_size: int, 
   """{stage: per-device MemoryEstimate} for SSFT, evaluator training and sampling on `slice_name`; prints the
   tables and raises ValueError when a stage exceeds 90% of a chip's HBM. evaluator_batch_size defaults to
   batch_size."""
-  from mathft_jax import memory
+  from mathft_jax.recipe import memory
   slice_ = memory.SLICES[slice_name] if slice_name else None
   devices = slice_.chips if slice_ else len(__import__("jax").devices())
   host_devices = slice_.chips_per_host if slice_ else len(__import__("jax").local_devices())
@@ -306,7 +306,7 @@ def memory_plan(model_config: DecoderConfig, mesh: MeshConfig, batch_size: int, 
 def _evaluator_data(graded_path: str, out_path: str, problems: str, add_references: bool) -> None:
   """graded.jsonl (+ one correct candidate per problem: its reference solution) -> out_path, atomically."""
 
-  from mathft_jax.problems import load_problems
+  from mathft_jax.text.problems import load_problems
   with open(graded_path) as f:
     records = [json.loads(line) for line in f]
   next_id = {}

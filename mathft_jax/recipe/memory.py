@@ -13,7 +13,7 @@ so the figure follows the architecture and the remat policy rather than a rule o
 Sampling, per device: params + KV cache [layers, 2, B*N, S, K/tensor, D] + the last-position logits.
 
 The layer loop without `scan_layers` leaves the buffer schedule to XLA (on CPU it ignores remat), so the
-activation figure describes the scanned layout; the shipped real-size recipes scan. `python -m mathft_jax.memory
+activation figure describes the scanned layout; the shipped real-size recipes scan. `python -m mathft_jax.recipe.memory
 --preset llama3_8b --mesh 1,16,1 --batch 32 --length 2048 --remat full --slice v4-32` prints the table.
 """
 import argparse
@@ -31,8 +31,8 @@ from mathft_jax import partitioning
 from mathft_jax.models import Decoder, DecoderConfig, abstract_params, preset
 from mathft_jax.models.decoder import Block, attention_mask, remat_policy
 from mathft_jax.models.layers import rope_tables
-from mathft_jax.optim import OptimizerConfig, make_optimizer
-from mathft_jax.train_step import abstract_train_state, token_log_probs
+from mathft_jax.training.optim import OptimizerConfig, make_optimizer
+from mathft_jax.training.train_step import abstract_train_state, token_log_probs
 
 GIB = 1024 ** 3
 

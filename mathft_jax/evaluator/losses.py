@@ -15,7 +15,7 @@ accuracy). `labels` = (shared prefix length, correct id, incorrect id) of the mo
 import jax
 import jax.numpy as jnp
 
-from mathft_jax.train_step import token_log_probs
+from mathft_jax.training.train_step import token_log_probs
 
 
 def _flatten_pairs(batch: dict) -> dict:
