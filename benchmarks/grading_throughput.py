@@ -28,8 +28,8 @@ def _forms(rng: random.Random) -> tuple[str, list[str], list[str]]:
                                       f"\\tfrac{a}{b}" if a < 10 and b < 10 else f"\\frac{{{a}}}{{{b}}}"],
             [f"\\frac{{{b}}}{{{a}}}", f"\\frac{{{a + 1}}}{{{b}}}", f"{a / b + 0.1:g}"])
   if kind == 2:
-    return f"{a}\\sqrt{{{b}}}", [f"{a}\\sqrt{b}" if b < 10 else f"{a}\\sqrt{{{b}}}", f"\\sqrt{{{a * a * b}}}", f"{a} \\sqrt{{{b}}}"], \
-        [f"{a}\\sqrt{{{b + 1}}}", f"\\sqrt{{{a * b}}}", str(a * b)]
+    same = [f"{a}\\sqrt{b}" if b < 10 else f"{a}\\sqrt{{{b}}}", f"\\sqrt{{{a * a * b}}}", f"{a} \\sqrt{{{b}}}"]
+    return f"{a}\\sqrt{{{b}}}", same, [f"{a}\\sqrt{{{b + 1}}}", f"\\sqrt{{{a * b}}}", str(a * b)]
   if kind == 3:
     return f"\\frac{{{a}\\pi}}{{{b}}}", [f"\\frac{{{a}}}{{{b}}}\\pi", f"{a}\\pi/{b}", f"\\dfrac{{{a}\\pi}}{{{b}}}"], \
         [f"\\frac{{{a}}}{{{b}}}", f"\\frac{{{b}\\pi}}{{{a}}}", f"{a}\\pi"]
@@ -103,7 +103,7 @@ def main() -> None:
   print(f"agreement with Math-Verify on correctness: {agree / n_peer:.2%} of {n_peer:,} pairs")
   disagreements = {}
   for (texts, ref), r, p in zip(subset, ours_subset, peer):
-    for k, text in enumerate(texts):
+    for k in range(len(texts)):
       if r["correct"][k] != p[k]:
         key = (r["answers"][k], ref, r["correct"][k])
         disagreements[key] = disagreements.get(key, 0) + 1

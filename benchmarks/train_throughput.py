@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mathft_jax import partitioning
-from mathft_jax.training.metrics_logging import model_flops_per_token, peak_flops_per_device
 from mathft_jax.models import preset
+from mathft_jax.training.metrics_logging import model_flops_per_token, peak_flops_per_device
 from mathft_jax.training.optim import OptimizerConfig, ScheduleConfig
 from mathft_jax.training.trainer import Trainer
 

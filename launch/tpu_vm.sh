@@ -6,7 +6,7 @@
 #                    [--project P] [--queued] [--repo URL] [--branch B] [-- BINARY_ARGS...]
 # ACTION: create | setup | train | infer | rerank | recipe | logs | delete
 # (recipe runs mathft-recipe, e.g. --gin_file=recipes/scale/llama3_8b_v4_32.gin; its RUN_DIR must be a folder every
-# worker sees, e.g. a Cloud Storage FUSE mount, since each host writes its shard of the samples there)
+# worker sees, e.g. gs://bucket/run, written directly without a FUSE mount, since each host writes its shard there)
 #
 # Example (SSFT of Gemma-2B on a v4-32, MODEL_DIR on GCS):
 #   launch/tpu_vm.sh train --name ssft --zone us-central2-b --accelerator v4-32 -- \
@@ -74,7 +74,7 @@ case "$ACTION" in
     [[ -n "$REPO" ]] || { echo "setup needs --repo URL (this checkout has no origin remote)" >&2; exit 2; }
     on_all_workers "set -e; (git clone --branch $BRANCH $REPO ~/mathft-jax || git -C ~/mathft-jax pull); \
 cd ~/mathft-jax && python3 -m venv .venv && .venv/bin/pip install -q -U pip && \
-.venv/bin/pip install -q -e . 'jax[tpu]' && mkdir -p ~/logs" ;;
+.venv/bin/pip install -q -e '.[data]' 'jax[tpu]' && mkdir -p ~/logs" ;;
   train|infer|rerank|recipe)
     # MATHFT_DISTRIBUTED=1: every worker calls jax.distributed.initialize() (TPU pods find the coordinator).
     on_all_workers "cd ~/mathft-jax && MATHFT_DISTRIBUTED=1 .venv/bin/mathft-$ACTION$(quoted_args) \

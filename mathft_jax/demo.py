@@ -7,19 +7,16 @@ samples, evaluator scores and re-ranking on held-out problems for each generator
 the elapsed time; a rerun resumes at the first missing stage. Prints runs/demo/report.md at the end (also written:
 runs/demo/accuracy_vs_n.png and a full report per generator under runs/demo/eval_<generator>/report/).
 """
-import os
 import sys
 
 import gin
-
-from mathft_jax import gin_main, recipe
+from mathft_jax import gin_main, recipe, run_io
 
 
 def main() -> None:
   gin_main.run(recipe.run_recipe, ["--gin_file=models/tiny.gin", "--gin_file=recipes/demo.gin", *sys.argv[1:]])
   run_dir = gin.query_parameter("%RUN_DIR")
-  with open(os.path.join(run_dir, "report.md")) as f:
-    print(f.read())
+  print(run_io.path(run_io.join(run_dir, "report.md")).read_text())
   print(f"written: {run_dir}/report.md, {run_dir}/accuracy_vs_n.png, {run_dir}/eval_*/report/")
 
 

@@ -5,7 +5,9 @@ The mesh has axes (data, fsdp, tensor). Parameters and activations carry logical
 and optimizer state are sharded over fsdp (embed) and tensor (heads, mlp, vocab). A dimension that a mesh axis
 does not divide stays replicated on that axis (e.g. Gemma-2B's single kv head on tensor=2).
 """
+import contextlib
 import dataclasses
+import functools
 import math
 import os
 from typing import Any, Optional, Sequence
@@ -104,6 +106,28 @@ def boxed_to_sharding(abstract_boxed, mesh: Mesh, rules=DEFAULT_RULES):
   specs = nn.get_partition_spec(abstract_boxed)
   shapes = nn.unbox(abstract_boxed)
   return logical_to_sharding(specs, shapes, mesh, rules)
+
+
+@contextlib.contextmanager
+def on_mesh(mesh: Optional[Mesh], rules=DEFAULT_RULES):
+  """Inside: `mesh` is the current mesh and `rules` map logical axis names to it (a no-op without a mesh). Every
+  jitted train, eval, sampling and scoring step runs under it."""
+  if mesh is None:
+    yield
+    return
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def jit_on_mesh(fn, mesh: Optional[Mesh], rules=DEFAULT_RULES, **jit_kwargs):
+  """`jax.jit(fn, **jit_kwargs)` whose every call runs `on_mesh(mesh, rules)`."""
+  jitted = jax.jit(fn, **jit_kwargs)
+
+  @functools.wraps(fn)
+  def call(*args):
+    with on_mesh(mesh, rules):
+      return jitted(*args)
+  return call
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:

@@ -11,9 +11,9 @@ import pytest
 import sympy
 
 from mathft_jax.data import math_dataset, prm800k, synthetic
-from mathft_jax.text import prompts
 from mathft_jax.grading import extract_answer, is_equivalent
 from mathft_jax.grading.symbolic import parse_latex
+from mathft_jax.text import prompts
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 needs_shared = pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared/data is absent")
@@ -155,7 +155,7 @@ def test_demo_lengths_hold_every_level1_solution():
   # or grade a truncated solution (an earlier demo configuration cut 41% of them).
   gin_text = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "gin", "recipes", "demo.gin")).read()
   targets = int(re.search(r'TASK_FEATURE_LENGTHS = \{"inputs": (\d+), "targets": (\d+)\}', gin_text).group(2))
-  max_new = int(re.search(r"recipe.Sampling.max_new_tokens = (\d+)", gin_text).group(1))
+  max_new = int(re.search(r"infer.SamplingConfig.max_new_tokens = (\d+)", gin_text).group(1))
   longest = max(len(r["solution"].encode()) + 1 for split in synthetic.SPLITS
                 for r in synthetic.generate(split, 3000, levels=(1,)))
   assert longest <= min(targets, max_new)
@@ -168,7 +168,7 @@ def test_prompts_follow_the_paper():
   assert prompts.evaluator_example("p", "s", False)["targets"] == " incorrect"
   few = prompts.few_shot_input("Compute $2+2$.")
   assert few.count("Problem:") == 5 and few.endswith(prompts.generator_input("Compute $2+2$."))
-  for problem, solution in prompts.FEW_SHOT_EXEMPLARS:
+  for _, solution in prompts.FEW_SHOT_EXEMPLARS:
     assert extract_answer(solution) is not None
 
 

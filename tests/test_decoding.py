@@ -5,8 +5,18 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from mathft_jax.inference.decoding import (FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Greedy, Temperature, TopK, TopP,
-                                 bucket_length, left_pad, make_generate_fn)
+from mathft_jax.inference.decoding import (
+  FINISH_EOS,
+  FINISH_LENGTH,
+  FINISH_STOP,
+  Greedy,
+  Temperature,
+  TopK,
+  TopP,
+  bucket_length,
+  left_pad,
+  make_generate_fn,
+)
 from mathft_jax.models import Decoder, init_params, preset
 
 torch = pytest.importorskip("torch")

@@ -11,10 +11,9 @@ import pytest
 from mathft_jax import partitioning
 from mathft_jax.evaluator.losses import label_log_score, margin_loss, sequence_contrastive_loss
 from mathft_jax.models import Decoder, preset
+from mathft_jax.text.tokenizer import BYTE
 from mathft_jax.training.optim import OptimizerConfig, ScheduleConfig
 from mathft_jax.training.trainer import Trainer
-
-from mathft_jax.text.tokenizer import BYTE
 
 CFG = preset("tiny", {"num_layers": 2})
 _PREFIX, _CORRECT, _INCORRECT = BYTE.evaluator_labels()

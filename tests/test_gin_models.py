@@ -2,9 +2,9 @@
 import glob
 import os
 
-import gin
 import pytest
 
+import gin
 from mathft_jax.models import DecoderConfig, param_count, preset
 
 GIN_DIR = os.path.join(os.path.dirname(__file__), "..", "gin", "models")

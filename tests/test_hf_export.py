@@ -74,8 +74,9 @@ def test_bfloat16_and_scanned_params_export_bitwise(tmp_path):
   # the scan layout (params stacked on a leading layers axis) exports in HF's per-layer layout
   cfg, params = load_params(str(tmp_path / "ours_float32"))
   scanned = str(tmp_path / "scanned")
+  hf = {"hf_config": json.load(open(f"{hf_dir}/config.json"))}
   save_params(stack_layers(params, cfg.num_layers), cfg.replace(scan_layers=True), scanned,
-              load_tokenizer(str(tmp_path / "ours_float32")), hf={"hf_config": json.load(open(f"{hf_dir}/config.json"))})
+              load_tokenizer(str(tmp_path / "ours_float32")), hf=hf)
   assert model_config(scanned).scan_layers
   _assert_bitwise(original, _tensors(export_hf(scanned, str(tmp_path / "back_scanned"))))
   # float32 on request
@@ -96,15 +97,16 @@ def _hf_logits(folder: str, tokens: np.ndarray) -> np.ndarray:
 
 
 def test_a_model_trained_here_exports_with_our_logits_in_shards(tmp_path):
-  from mathft_jax.training.token_source import RandomTokenSource
   from mathft_jax.training.optim import OptimizerConfig, ScheduleConfig
+  from mathft_jax.training.token_source import RandomTokenSource
   from mathft_jax.training.train import train
+  from mathft_jax.training.train_config import TrainingConfig
   hf_dir, init = str(tmp_path / "hf"), str(tmp_path / "init")
   hf_fixtures.build("qwen2", hf_dir)
   import_hf(hf_dir, init, dtype="float32")
   train(model_dir=str(tmp_path / "run"), model_config=model_config(init), initial_checkpoint_path=init,
         train_data=RandomTokenSource(batch_size=8, length=32, vocab_size=500, seed=3), train_steps=3,
-        optimizer=OptimizerConfig(schedule=ScheduleConfig(peak=1e-2)), checkpoint_every=3, log_every=3)
+        training=TrainingConfig(OptimizerConfig(schedule=ScheduleConfig(peak=1e-2)), checkpoint_every=3))
   trained = str(tmp_path / "run" / "export")
   back = export_hf(trained, str(tmp_path / "back"), max_shard_bytes=40_000)
   files = sorted(f for f in os.listdir(back) if f.endswith(".safetensors"))

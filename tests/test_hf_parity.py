@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 from mathft_jax.models import Decoder, init_cache  # noqa: E402
 from mathft_jax.models.hf_import import CheckpointImportError, load_hf_checkpoint, main  # noqa: E402
 from mathft_jax.models.params_io import load_params, save_params  # noqa: E402
-from mathft_jax.text.tokenizer import BYTE, TokenizerError  # noqa: E402
+from mathft_jax.text.tokenizer import BYTE  # noqa: E402
 
 COMMON = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
               max_position_embeddings=256)
@@ -146,7 +146,8 @@ def test_import_errors_name_the_problem(tmp_path):
   hf_dir = str(tmp_path / "hf")
   _build("llama", hf_dir)
   _edit_config(hf_dir, intermediate_size=128)
-  with pytest.raises(CheckpointImportError, match=r"model\.safetensors: tensor .model\.layers\.0\.mlp\.gate_proj\.weight. has shape"):
+  with pytest.raises(CheckpointImportError,
+                     match=r"model\.safetensors: tensor .model\.layers\.0\.mlp\.gate_proj\.weight. has shape"):
     load_hf_checkpoint(hf_dir)
   _edit_config(hf_dir, intermediate_size=96, num_hidden_layers=4)
   with pytest.raises(CheckpointImportError, match=r"model\.layers\.3\..* is missing"):

@@ -1,4 +1,5 @@
 """mathft-infer: records, idempotent chunked output, sharding, kill + restart, scoring."""
+import dataclasses
 import filecmp
 import json
 import os
@@ -12,15 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mathft_jax.text import prompts
-from mathft_jax.inference.infer import InferenceInputError, infer
+from mathft_jax.inference.infer import InferenceInputError, SamplingConfig, infer
 from mathft_jax.models import Decoder, init_params, preset
 from mathft_jax.models.params_io import save_params
+from mathft_jax.text import prompts
 from mathft_jax.text.tokenizer import BYTE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = dict(mode="sample", problems="synthetic:test:10", num_samples=3, max_new_tokens=16, chunk_size=2,
-              batch_size=2, temperature=1.0, seed=5)
+SAMPLING = SamplingConfig(num_samples=3, max_new_tokens=16, chunk_size=2, batch_size=2, temperature=1.0)
+SAMPLE = dict(mode="sample", problems="synthetic:test:10", sampling=SAMPLING, seed=5)
+SCORING = SamplingConfig(num_samples=2, chunk_size=4, batch_size=2)  # 8 candidates a chunk, 4 a batch
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +58,9 @@ def test_sample_records_idempotence_and_manifest(tmp_path, checkpoint):
   assert manifest["checkpoint_path"] == os.path.abspath(checkpoint) and manifest["checkpoint_step"] is None
   assert os.path.exists(os.path.join(out, "shard-0-of-1.COMPLETE"))
   with pytest.raises(InferenceInputError, match="different run"):
-    infer(output_dir=out, checkpoint_path=checkpoint, **{**SAMPLE, "temperature": 0.5})
-  greedy = {**SAMPLE, "num_samples": 1, "temperature": 0.0}
+    infer(output_dir=out, checkpoint_path=checkpoint,
+          **{**SAMPLE, "sampling": dataclasses.replace(SAMPLING, temperature=0.5)})
+  greedy = {**SAMPLE, "sampling": dataclasses.replace(SAMPLING, num_samples=1, temperature=0.0)}
   infer(output_dir=str(tmp_path / "g1"), checkpoint_path=checkpoint, **greedy)
   infer(output_dir=str(tmp_path / "g2"), checkpoint_path=checkpoint, **{**greedy, "seed": 9})
   assert [r["text"] for r in _records(str(tmp_path / "g1"))] == [r["text"] for r in _records(str(tmp_path / "g2"))]
@@ -72,7 +75,8 @@ def test_shards_union_equals_single_run(tmp_path, checkpoint):
   # Decoding sharded over a (data 2, tensor 4) mesh of the 8 local devices gives the same samples; log-probs
   # agree to float32 rounding (tensor-parallel sums add in another order).
   from mathft_jax.partitioning import MeshConfig
-  infer(output_dir=str(tmp_path / "mesh"), checkpoint_path=checkpoint, mesh=MeshConfig(2, 1, 4), **SAMPLE)
+  infer(output_dir=str(tmp_path / "mesh"), checkpoint_path=checkpoint,
+        **{**SAMPLE, "sampling": dataclasses.replace(SAMPLING, mesh=MeshConfig(2, 1, 4))})
   single, sharded = _records(str(tmp_path / "one")), _records(str(tmp_path / "mesh"))
   assert len(single) == len(sharded) == 30
   for a, b in zip(single, sharded):
@@ -85,7 +89,7 @@ def test_score_mode_scores_and_logliks(tmp_path, checkpoint):
   infer(output_dir=samples, checkpoint_path=checkpoint, **SAMPLE)
   scores = str(tmp_path / "scores")
   n = infer(output_dir=scores, checkpoint_path=checkpoint, mode="score", problems=SAMPLE["problems"],
-            candidates_dir=samples, chunk_size=8, batch_size=2, num_samples=2)
+            candidates_dir=samples, sampling=SCORING)
   records = _records(scores)
   assert n == 30 and all(0 < r["score"] < 1 for r in records)
   # loglik equals an independent forward pass over generator prompt + text, summing the text tokens' log-probs.
@@ -107,12 +111,12 @@ def test_score_mode_computes_only_the_fields_asked_for(tmp_path, checkpoint):
   samples = str(tmp_path / "s")
   infer(output_dir=samples, checkpoint_path=checkpoint, **SAMPLE)
   infer(output_dir=str(tmp_path / "both"), checkpoint_path=checkpoint, mode="score", problems=SAMPLE["problems"],
-        candidates_dir=samples, chunk_size=8, batch_size=2, num_samples=2)
+        candidates_dir=samples, sampling=SCORING)
   both = _records(str(tmp_path / "both"))
   for fields in (("loglik",), ("score",)):
     out = str(tmp_path / fields[0])
     infer(output_dir=out, checkpoint_path=checkpoint, mode="score", problems=SAMPLE["problems"],
-          candidates_dir=samples, chunk_size=8, batch_size=2, num_samples=2, score_fields=fields)
+          candidates_dir=samples, sampling=SCORING, score_fields=fields)
     for one, full in zip(_records(out), both):
       keep = {"problem_id", "sample_id", *fields} | ({"num_tokens"} if "loglik" in fields else set())
       assert set(one) == keep
@@ -125,8 +129,8 @@ def test_score_mode_computes_only_the_fields_asked_for(tmp_path, checkpoint):
   for fields in (("score",), ("loglik",), ("loglik", "score")):
     out = str(tmp_path / ("mesh_" + "_".join(fields)))
     infer(output_dir=out, checkpoint_path=checkpoint, mode="score", problems=SAMPLE["problems"],
-          candidates_dir=samples, chunk_size=8, batch_size=2, num_samples=2, score_fields=fields,
-          mesh=MeshConfig(2, 1, 4))
+          candidates_dir=samples, sampling=dataclasses.replace(SCORING, mesh=MeshConfig(2, 1, 4)),
+          score_fields=fields)
     sharded = _records(out)
     assert len(sharded) == len(both) == 30
     for one, full in zip(sharded, both):
@@ -147,7 +151,8 @@ def test_prompts_start_with_the_id_training_examples_start_with(tmp_path):
 def _command(out, checkpoint):
   return [sys.executable, "-m", "mathft_jax.inference.infer", "--gin_file=runs/infer.gin", f"--gin.OUTPUT_DIR='{out}'",
           f"--gin.CHECKPOINT_PATH='{checkpoint}'", "--gin.PROBLEMS='synthetic:test:24'", "--gin.NUM_SAMPLES=4",
-          "--gin.MAX_NEW_TOKENS=24", "--gin.infer.infer.chunk_size=2", "--gin.infer.infer.batch_size=1"]
+          "--gin.MAX_NEW_TOKENS=24", "--gin.infer.SamplingConfig.chunk_size=2",
+          "--gin.infer.SamplingConfig.batch_size=1"]
 
 
 def test_kill_then_restart_writes_exactly_the_uninterrupted_output(tmp_path, checkpoint):
@@ -180,9 +185,10 @@ def test_two_processes_write_their_shards_and_the_union_equals_one_process(tmp_p
     port = s.getsockname()[1]
 
   def command(out):
-    return [sys.executable, "-m", "mathft_jax.inference.infer", "--gin_file=runs/infer.gin", f"--gin.OUTPUT_DIR='{out}'",
-            f"--gin.CHECKPOINT_PATH='{checkpoint}'", "--gin.PROBLEMS='synthetic:test:10'", "--gin.NUM_SAMPLES=3",
-            "--gin.MAX_NEW_TOKENS=16", "--gin.infer.infer.chunk_size=2", "--gin.infer.infer.batch_size=2"]
+    return [sys.executable, "-m", "mathft_jax.inference.infer", "--gin_file=runs/infer.gin",
+            f"--gin.OUTPUT_DIR='{out}'", f"--gin.CHECKPOINT_PATH='{checkpoint}'", "--gin.PROBLEMS='synthetic:test:10'",
+            "--gin.NUM_SAMPLES=3", "--gin.MAX_NEW_TOKENS=16", "--gin.infer.SamplingConfig.chunk_size=2",
+            "--gin.infer.SamplingConfig.batch_size=2"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
   subprocess.run(command(tmp_path / "one"), cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
   procs = [subprocess.Popen(command(tmp_path / "two"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

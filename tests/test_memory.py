@@ -3,14 +3,15 @@ import glob
 import math
 import os
 
-import gin
 import jax
 import jax.numpy as jnp
 import pytest
 
+import gin
 from mathft_jax import gin_main, partitioning
-from mathft_jax.recipe.memory import SLICES, estimate_sampling, estimate_training, sharded_bytes
+from mathft_jax.inference.infer import SamplingConfig
 from mathft_jax.models import preset
+from mathft_jax.recipe.memory import SLICES, estimate_sampling, estimate_training
 from mathft_jax.training.optim import OptimizerConfig
 from mathft_jax.training.trainer import Trainer
 
@@ -29,7 +30,7 @@ def _compiled_peak(trainer, batch, length) -> int:
   abstract_batch = {k: jax.ShapeDtypeStruct((batch, length), jnp.int32, sharding=sharding)
                     for k in ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
                               "decoder_segment_ids", "decoder_positions")}
-  with trainer._context():
+  with partitioning.on_mesh(trainer.mesh, trainer.rules):
     stats = trainer._train_step.lower(trainer.abstract_state, abstract_batch).compile().memory_analysis()
   return (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
           + stats.temp_size_in_bytes)
@@ -102,17 +103,18 @@ def test_a_run_that_does_not_fit_stops_before_compute():
   from mathft_jax import recipe
   cfg = preset("llama3_8b", {"dtype": "bfloat16", "remat": "full", "scan_layers": True})
   with pytest.raises(ValueError, match="ssft, evaluator, sampling would not fit on v5e-16"):
-    recipe.memory_plan(cfg, partitioning.MeshConfig(4, 4, 1), 32, {"inputs": 512, "targets": 1024}, None, "ce",
-                       recipe.Sampling(), "v5e-16")
+    recipe.memory_plan(cfg, partitioning.MeshConfig(4, 4, 1), 32, {"inputs": 512, "targets": 1024},
+                       recipe.EvaluatorConfig(), SamplingConfig(), "v5e-16")
 
 
 def test_sampling_is_planned_for_the_larger_of_test_and_training_samples():
   from mathft_jax import recipe
   cfg = preset("tiny")
 
-  def plan(sampling):
-    return recipe.memory_plan(cfg, partitioning.MeshConfig(), 8, {"inputs": 64, "targets": 64}, None, "ce", sampling,
-                              None)["sampling"]
-  few_test = plan(recipe.Sampling(num_samples=4, train_num_samples=64, max_new_tokens=64))
-  assert few_test == plan(recipe.Sampling(num_samples=64, max_new_tokens=64))
-  assert few_test != plan(recipe.Sampling(num_samples=4, max_new_tokens=64))
+  def plan(num_samples, samples_per_training_problem=None):
+    evaluator = recipe.EvaluatorConfig(samples_per_problem=samples_per_training_problem)
+    return recipe.memory_plan(cfg, partitioning.MeshConfig(), 8, {"inputs": 64, "targets": 64}, evaluator,
+                              SamplingConfig(num_samples=num_samples, max_new_tokens=64), None)["sampling"]
+  few_test = plan(4, samples_per_training_problem=64)
+  assert few_test == plan(64)
+  assert few_test != plan(4)

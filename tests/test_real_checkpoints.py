@@ -18,12 +18,15 @@ transformers = pytest.importorskip("transformers")
 
 import hf_fixtures  # noqa: E402
 
-from mathft_jax.text import prompts  # noqa: E402
+from mathft_jax.inference.infer import SamplingConfig  # noqa: E402
 from mathft_jax.models import hf_export, hf_import  # noqa: E402
 from mathft_jax.models.params_io import model_config, read_manifest  # noqa: E402
 from mathft_jax.partitioning import MeshConfig  # noqa: E402
-from mathft_jax.recipe import ChangedSettingsError, Sampling, run_recipe  # noqa: E402
+from mathft_jax.recipe import ChangedSettingsError, EvaluatorConfig, MultitaskConfig, run_recipe  # noqa: E402
+from mathft_jax.text import prompts  # noqa: E402
 from mathft_jax.text.tokenizer import load_tokenizer  # noqa: E402
+from mathft_jax.training.optim import OptimizerConfig, ScheduleConfig  # noqa: E402
+from mathft_jax.training.train_config import TrainingConfig  # noqa: E402
 
 SHARED_MATH = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "math")
 LOSS = {"qwen2": "ce", "llama": "margin", "gemma": "ce"}
@@ -55,11 +58,11 @@ def run(request, tmp_path_factory):
       run_dir=str(root / "run"), model_config=model_config(str(root / "init")),
       initial_checkpoint_path=str(root / "init"), generator_task=f"problems:{root / 'train.jsonl'}",
       task_feature_lengths={"inputs": 64, "targets": 64}, train_problems=str(root / "train.jsonl"),
-      test_problems=str(root / "test.jsonl"), ssft_steps=40, evaluator_steps=3, multitask_steps=2,
-      run_control=False, evaluator_loss=LOSS[family], batch_size=8, learning_rate=3e-3, warmup_steps=5,
-      include_reference_solutions=True, mesh=MeshConfig(),
-      sampling=Sampling(num_samples=4, train_num_samples=4, temperature=1.0, max_new_tokens=MAX_NEW, batch_size=2,
-                        chunk_size=4))
+      test_problems=str(root / "test.jsonl"), ssft_steps=40, batch_size=8, mesh=MeshConfig(),
+      training=TrainingConfig(OptimizerConfig(schedule=ScheduleConfig(kind="cosine", peak=3e-3, warmup_steps=5))),
+      evaluator=EvaluatorConfig(steps=3, loss=LOSS[family], include_reference_solutions=True),
+      multitask=MultitaskConfig(steps=2, run_control=False),
+      sampling=SamplingConfig(num_samples=4, temperature=1.0, max_new_tokens=MAX_NEW, batch_size=2, chunk_size=4))
   results = run_recipe(**kwargs)
   return {"family": family, "root": root, "results": results, "kwargs": kwargs,
           "tokenizer": load_tokenizer(str(root / "init"))}

@@ -10,10 +10,12 @@ import sys
 
 import pytest
 
+from mathft_jax.inference.infer import SamplingConfig
 from mathft_jax.models import preset
 from mathft_jax.partitioning import MeshConfig
-from mathft_jax.recipe import ChangedSettingsError, Sampling, run_recipe
-from mathft_jax.recipe.driver import _evaluator_lengths
+from mathft_jax.recipe import ChangedSettingsError, EvaluatorConfig, MultitaskConfig, run_recipe
+from mathft_jax.training.optim import OptimizerConfig, ScheduleConfig
+from mathft_jax.training.train_config import TrainingConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,11 +23,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_recipe_smoke_run_and_resume(tmp_path, capsys):
   kwargs = dict(run_dir=str(tmp_path), model_config=preset("tiny", {"num_layers": 1}),
                 generator_task="ssft_synthetic", task_feature_lengths={"inputs": 64, "targets": 128},
-                train_problems="synthetic:train:4", test_problems="synthetic:test:4", ssft_steps=3,
-                evaluator_steps=2, multitask_steps=2, evaluator_loss="margin", batch_size=8, evaluator_batch_size=16,
-                learning_rate=1e-3,
-                sampling=Sampling(num_samples=2, train_num_samples=3, max_new_tokens=12, batch_size=2, chunk_size=2),
-                mesh=MeshConfig(), include_reference_solutions=True)
+                train_problems="synthetic:train:4", test_problems="synthetic:test:4", ssft_steps=3, batch_size=8,
+                training=TrainingConfig(OptimizerConfig(schedule=ScheduleConfig(kind="cosine", peak=1e-3))),
+                evaluator=EvaluatorConfig(steps=2, loss="margin", batch_size=16, samples_per_problem=3,
+                                          include_reference_solutions=True),
+                multitask=MultitaskConfig(steps=2),
+                sampling=SamplingConfig(num_samples=2, temperature=0.8, max_new_tokens=12, batch_size=2, chunk_size=2),
+                mesh=MeshConfig())
   results = run_recipe(**kwargs)
   assert set(results) == {"ssft", "multitask", "continued"}
   for stage in ("ssft", "evaluator", "multitask", "continued"):
@@ -51,8 +55,8 @@ def test_recipe_smoke_run_and_resume(tmp_path, capsys):
   log = capsys.readouterr().out
   assert "done earlier" in log and "steps on" not in log and "samples on" not in log
   # other settings would mix stale stages into the report: stop before any stage, naming what changed
-  with pytest.raises(ChangedSettingsError, match=r"evaluator_steps: 2 -> 3\)"):
-    run_recipe(**{**kwargs, "evaluator_steps": 3})
+  with pytest.raises(ChangedSettingsError, match=r"evaluator.steps: 2 -> 3\)"):
+    run_recipe(**{**kwargs, "evaluator": dataclasses.replace(kwargs["evaluator"], steps=3)})
   with pytest.raises(ChangedSettingsError, match=r"model_config.num_layers: 1 -> 2; sampling.temperature: 0.8 -> 0.5"):
     run_recipe(**{**kwargs, "model_config": preset("tiny", {"num_layers": 2}),
                   "sampling": dataclasses.replace(kwargs["sampling"], temperature=0.5)})
@@ -63,10 +67,39 @@ def test_recipe_smoke_run_and_resume(tmp_path, capsys):
 def test_seq_pairs_keep_the_generator_lengths():
   generator = {"inputs": 64, "targets": 128}
   ce = {"inputs": 320, "targets": 16}
-  assert _evaluator_lengths(ce, generator, "ce") == ce
-  assert _evaluator_lengths(None, generator, "margin") == {"inputs": 192, "targets": 16}
+  assert EvaluatorConfig(loss="ce", feature_lengths=ce).lengths(generator) == ce
+  assert EvaluatorConfig(loss="margin").lengths(generator) == {"inputs": 192, "targets": 16}
   # a ce-sized override must not cut "seq" solutions to the label's 16 tokens
-  assert _evaluator_lengths(ce, generator, "seq") == generator
+  assert EvaluatorConfig(loss="seq", feature_lengths=ce).lengths(generator) == generator
+
+
+def test_a_recipe_gin_file_sets_what_mathft_train_can(tmp_path, capsys):
+  """Accumulation and checkpoint cadence set in a recipe gin file reach the SSFT stage, through the same
+  `train_config.TrainingConfig` that `mathft-train` reads."""
+  import gin
+  from mathft_jax import gin_main, recipe
+
+  def run(run_dir, *lines):
+    (tmp_path / "my_recipe.gin").write_text("\n".join(['include "recipes/demo.gin"', *lines]) + "\n")
+    gin.clear_config()
+    try:
+      gin_main.parse([f"--gin_file={tmp_path / 'my_recipe.gin'}", "--gin_file=models/tiny.gin",
+                      f"--gin.RUN_DIR='{run_dir}'", "--gin.config.preset.overrides={'num_layers': 1}",
+                      "--gin.TRAIN_PROBLEMS='synthetic:train:4:1'", "--gin.TEST_PROBLEMS='synthetic:test:2:1'",
+                      "--gin.SSFT_STEPS=3", "--gin.EVALUATOR_STEPS=0", "--gin.NUM_SAMPLES=2", "--gin.BATCH_SIZE=8",
+                      "--gin.infer.SamplingConfig.max_new_tokens=8", "--gin.infer.SamplingConfig.batch_size=2"])
+      return gin.get_configurable(recipe.run_recipe)()
+    finally:
+      gin.clear_config()
+  with pytest.raises(ValueError, match="batch size 8 is not divisible by accum_steps=3"):
+    run(tmp_path / "three", "train_config.TrainingConfig.accum_steps = 3")  # the stage splits its batch
+  run(tmp_path / "two", "train_config.TrainingConfig.accum_steps = 2",
+      "train_config.TrainingConfig.checkpoint_every = 3")
+  assert "accum_steps=2, checkpoint_every=3" in capsys.readouterr().out
+  # orbax saves the first step, then every 3rd; the default cadence (a quarter of 3 steps) saves every step
+  assert sorted(os.listdir(tmp_path / "two" / "ssft" / "checkpoints")) == ["1", "3"]
+  settings = json.load(open(tmp_path / "two" / "recipe_settings.json"))
+  assert settings["training.accum_steps"] == 2 and settings["training.checkpoint_every"] == 3
 
 
 def test_two_hosts_share_the_run_dir(tmp_path):
@@ -79,8 +112,9 @@ def test_two_hosts_share_the_run_dir(tmp_path):
              f"--gin.RUN_DIR='{tmp_path}'", "--gin.config.preset.overrides={'num_layers': 1}",
              "--gin.TRAIN_PROBLEMS='synthetic:train:4:1'", "--gin.TEST_PROBLEMS='synthetic:test:4:1'",
              "--gin.SSFT_STEPS=2", "--gin.EVALUATOR_STEPS=2", "--gin.MULTITASK_STEPS=0", "--gin.NUM_SAMPLES=2",
-             "--gin.BATCH_SIZE=8", "--gin.recipe.Sampling.max_new_tokens=12", "--gin.recipe.Sampling.batch_size=2",
-             "--gin.recipe.Sampling.chunk_size=2", "--gin.recipe.run_recipe.include_reference_solutions=True"]
+             "--gin.BATCH_SIZE=8", "--gin.infer.SamplingConfig.max_new_tokens=12",
+             "--gin.infer.SamplingConfig.batch_size=2", "--gin.infer.SamplingConfig.chunk_size=2",
+             "--gin.recipe.EvaluatorConfig.include_reference_solutions=True"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
              JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2")
 
@@ -112,8 +146,8 @@ def test_two_hosts_share_the_run_dir(tmp_path):
 def test_evaluator_loss_options_must_belong_to_the_loss(tmp_path):
   kwargs = dict(run_dir=str(tmp_path), model_config=preset("tiny", {"num_layers": 1}),
                 generator_task="ssft_synthetic", task_feature_lengths={"inputs": 64, "targets": 128},
-                train_problems="synthetic:train:4", test_problems="synthetic:test:4", ssft_steps=1, evaluator_steps=1)
+                train_problems="synthetic:train:4", test_problems="synthetic:test:4", ssft_steps=1)
   for loss, options in (("seq", {"lambda": 1.0}), ("ce", {"margin": 1.0})):
     with pytest.raises(ValueError, match="do not apply"):
-      run_recipe(evaluator_loss=loss, evaluator_loss_options=options, **kwargs)
+      run_recipe(evaluator=EvaluatorConfig(steps=1, loss=loss, loss_options=options), **kwargs)
   assert not os.listdir(tmp_path)  # refused before any stage ran

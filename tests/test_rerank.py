@@ -87,7 +87,7 @@ def test_missing_scores_skip_scored_strategies(tmp_path):
 
 def test_bad_inputs_name_file_and_line(tmp_path):
   files = _write(tmp_path, bad_line=True)
-  with pytest.raises(CandidateFileError, match=r"cands\.jsonl:3: malformed"):
+  with pytest.raises(CandidateFileError, match=r"cands\.jsonl:3: not JSON"):
     rerank(candidates=files["cands"], references=files["refs"], output_dir=str(tmp_path / "r"))
   files = _write(tmp_path)
   (tmp_path / "refs.jsonl").write_text(json.dumps({"problem_id": "a", "answer": "3"}) + "\n")

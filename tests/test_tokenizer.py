@@ -11,11 +11,11 @@ transformers = pytest.importorskip("transformers")
 
 import hf_fixtures  # noqa: E402
 
-from mathft_jax.text import prompts  # noqa: E402
 from mathft_jax.data.seqio_source import SeqioSource  # noqa: E402
 from mathft_jax.models import init_params, preset  # noqa: E402
 from mathft_jax.models.hf_import import import_hf  # noqa: E402
 from mathft_jax.models.params_io import checkpoint_tokenizer, model_config, read_manifest, save_params  # noqa: E402
+from mathft_jax.text import prompts  # noqa: E402
 from mathft_jax.text.tokenizer import BYTE, TokenizerError, load_tokenizer  # noqa: E402
 
 PROBLEM = "Evaluate $\\log_327$.\n"
@@ -163,7 +163,7 @@ def test_a_resumed_training_run_keeps_the_tokenizer_it_started_with(hf_dirs, tmp
   from mathft_jax.training.token_source import RandomTokenSource
   from mathft_jax.training.train import train
   cfg = preset("tiny", {"num_layers": 1, "vocab_size": 512})
-  kwargs = dict(model_dir=str(tmp_path / "run"), model_config=cfg, train_steps=1, checkpoint_every=1,
+  kwargs = dict(model_dir=str(tmp_path / "run"), model_config=cfg, train_steps=1,
                 train_data=RandomTokenSource(batch_size=8, length=16, vocab_size=300))
   train(**kwargs)  # from scratch: the byte vocabulary, recorded in MODEL_DIR/tokenizer
   assert load_tokenizer(str(tmp_path / "run" / "tokenizer")) == BYTE == load_tokenizer(str(tmp_path / "run" / "export"))

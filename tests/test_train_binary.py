@@ -31,7 +31,7 @@ def _command(model_dir, data, steps, *extra):
           f"--gin.MODEL_DIR='{model_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='jsonl:{data}'",
           "--gin.TASK_FEATURE_LENGTHS={'inputs': 24, 'targets': 24}", f"--gin.TRAIN_STEPS={steps}",
           "--gin.BATCH_SIZE=8", "--gin.LEARNING_RATE=3e-3", "--gin.config.preset.overrides={'num_layers': 2}",
-          "--gin.train.train.log_every=1", *extra]
+          "--gin.train_config.TrainingConfig.log_every=1", *extra]
 
 
 def _env(devices=8, **extra):
@@ -65,7 +65,7 @@ def _wait_for_checkpoint(model_dir, step, proc, timeout=240):
 
 
 def test_kill_9_then_restart_equals_uninterrupted_run(tmp_path, toy_jsonl):
-  steps, flags = 40, ["--gin.train.train.checkpoint_every=4"]
+  steps, flags = 40, ["--gin.train_config.TrainingConfig.checkpoint_every=4"]
   reference = _fingerprint(_run(_command(tmp_path / "a", toy_jsonl, steps, *flags)))
   model_dir = str(tmp_path / "b")
   proc = subprocess.Popen(_command(model_dir, toy_jsonl, steps, *flags), cwd=REPO, env=_env(),
@@ -83,8 +83,8 @@ def test_kill_9_then_restart_equals_uninterrupted_run(tmp_path, toy_jsonl):
 
 def test_sigterm_saves_the_current_step(tmp_path, toy_jsonl):
   model_dir = str(tmp_path / "m")
-  proc = subprocess.Popen(_command(model_dir, toy_jsonl, 100_000, "--gin.train.train.checkpoint_every=1000"),
-                          cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  command = _command(model_dir, toy_jsonl, 100_000, "--gin.train_config.TrainingConfig.checkpoint_every=1000")
+  proc = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   lines = []
   for line in proc.stdout:  # wait for a few train steps, then preempt
     lines.append(line)
@@ -107,7 +107,7 @@ def _free_port():
 
 def test_two_processes_match_one_process(tmp_path, toy_jsonl):
   mesh = ["--gin.partitioning.MeshConfig.fsdp=2", "--gin.partitioning.MeshConfig.tensor=2",
-          "--gin.train.train.num_data_shards=2", "--gin.train.train.checkpoint_every=3"]
+          "--gin.train.train.num_data_shards=2", "--gin.train_config.TrainingConfig.checkpoint_every=3"]
   single = _losses(_run(_command(tmp_path / "one", toy_jsonl, 6, *mesh)))
   port = _free_port()
   procs = [subprocess.Popen(_command(tmp_path / "two", toy_jsonl, 6, *mesh), cwd=REPO,

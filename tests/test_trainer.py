@@ -1,5 +1,4 @@
 """Trainer: sharded == single-device, accumulation, schedules, initial checkpoints (in-process)."""
-import json
 import os
 import re
 
@@ -8,11 +7,12 @@ import numpy as np
 import pytest
 
 from mathft_jax import partitioning
-from mathft_jax.training.token_source import RandomTokenSource
 from mathft_jax.models import init_params, preset
 from mathft_jax.models.params_io import save_params
 from mathft_jax.text.tokenizer import BYTE
 from mathft_jax.training.optim import OptimizerConfig, ScheduleConfig, make_schedule
+from mathft_jax.training.token_source import RandomTokenSource
+from mathft_jax.training.train_config import TrainingConfig
 from mathft_jax.training.train_step import next_token_loss
 from mathft_jax.training.trainer import Trainer, host_batches
 
@@ -73,7 +73,8 @@ def test_z_loss_changes_loss_not_nll():
 
 
 def test_mqa_kv_heads_stay_replicated_when_tensor_does_not_divide():
-  trainer = Trainer(preset("tiny_gemma", {"num_layers": 1}), SGD, partitioning.make_mesh(partitioning.MeshConfig(2, 2, 2)))
+  mesh = partitioning.make_mesh(partitioning.MeshConfig(2, 2, 2))
+  trainer = Trainer(preset("tiny_gemma", {"num_layers": 1}), SGD, mesh)
   k = trainer.state_shardings.params["layer_0"]["attn"]["k_kernel"]
   assert k.spec == jax.sharding.PartitionSpec("fsdp", None, None)
 
@@ -125,9 +126,10 @@ def test_train_function_evaluates_logs_and_exports(tmp_path, capsys):
   model_dir = str(tmp_path / "run")
   source = RandomTokenSource(batch_size=8, length=32, vocab_size=300, seed=1)
   held_out = RandomTokenSource(batch_size=8, length=32, vocab_size=300, seed=2)
-  state = train(model_dir=model_dir, model_config=CFG, train_data=source, train_steps=4,
-                optimizer=OptimizerConfig(schedule=ScheduleConfig(peak=1e-3)), eval_data=held_out, eval_every=2,
-                eval_batches=2, log_every=2, checkpoint_every=2)
+  training = TrainingConfig(optimizer=OptimizerConfig(schedule=ScheduleConfig(peak=1e-3)), eval_every=2,
+                            eval_batches=2, log_every=2, checkpoint_every=2)
+  state = train(model_dir=model_dir, model_config=CFG, train_data=source, train_steps=4, training=training,
+                eval_data=held_out)
   out = capsys.readouterr().out
   assert int(state.step) == 4
   assert re.search(r"\[eval\] step 2: .*loss=", out) and re.search(r"\[eval\] step 4: .*loss=", out)
@@ -154,7 +156,7 @@ def test_adafactor_trains_on_a_sharded_mesh():
 def test_scanned_remat_training_from_an_unstacked_checkpoint_matches_the_loop(tmp_path):
   """Layer scan + remat as run options: same losses as the plain loop from the same imported params on a 2x2x2
   mesh (the stacked params sharded with a leading 'layers' axis), and the export is the unstacked layout."""
-  from mathft_jax.models.params_io import load_params, read_manifest
+  from mathft_jax.models.params_io import load_params
   from mathft_jax.training.train import train
   init = str(tmp_path / "init")
   save_params(init_params(CFG, jax.random.PRNGKey(7)), CFG, init, BYTE)
@@ -162,8 +164,9 @@ def test_scanned_remat_training_from_an_unstacked_checkpoint_matches_the_loop(tm
   for name, cfg in (("loop", CFG), ("scan", CFG.replace(scan_layers=True, remat="qkv_mlp"))):
     states[name] = train(model_dir=str(tmp_path / name), model_config=cfg, train_steps=3, initial_checkpoint_path=init,
                          train_data=RandomTokenSource(batch_size=8, length=16, vocab_size=300, seed=3),
-                         optimizer=OptimizerConfig(name="sgd", schedule=ScheduleConfig(peak=0.5)),
-                         mesh=partitioning.MeshConfig(2, 2, 2), log_every=1, checkpoint_every=3)
+                         training=TrainingConfig(OptimizerConfig(name="sgd", schedule=ScheduleConfig(peak=0.5)),
+                                                 log_every=1, checkpoint_every=3),
+                         mesh=partitioning.MeshConfig(2, 2, 2))
   q = states["scan"].params["layers"]["attn"]["q_kernel"]
   assert q.shape[0] == CFG.num_layers and q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
   cfg_loop, loop = load_params(str(tmp_path / "loop" / "export"))

@@ -11,8 +11,7 @@ tokenizers is a real token), and id 0 inside a sequence is a token, not padding.
 """
 from typing import Mapping
 
-import seqio
-import tensorflow as tf
+from mathft_jax.data.quiet_tf import seqio, tf
 
 FEATURES = ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights", "decoder_segment_ids",
             "decoder_positions")

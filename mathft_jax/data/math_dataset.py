@@ -122,6 +122,8 @@ def _tfds_builder():
   """Defined lazily so that importing this module does not import TensorFlow."""
   import tensorflow_datasets as tfds
 
+  from mathft_jax.data import quiet_tf  # noqa: F401  TensorFlow first, quietly
+
   class MathftMath(tfds.core.GeneratorBasedBuilder):
     """MATH with the PRM800K splits (test500, train_prm)."""
     VERSION = tfds.core.Version("1.0.0")
@@ -147,6 +149,8 @@ def _tfds_builder():
 def prepare_offline(builder_cls, manual_dir: str, data_dir: str):
   """Builds a manual-dir TFDS dataset into data_dir without any download (GCS look-ups off); returns the builder."""
   import tensorflow_datasets as tfds
+
+  from mathft_jax.data import quiet_tf  # noqa: F401  TensorFlow first, quietly
   builder = builder_cls(data_dir=data_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir,
                                                                             try_download_gcs=False))

@@ -104,6 +104,7 @@ def split_files(manual_dir: str) -> dict[str, list[str]]:
 def _tfds_builder():
   import tensorflow_datasets as tfds
 
+  from mathft_jax.data import quiet_tf  # noqa: F401  TensorFlow first, quietly
   from mathft_jax.data.math_dataset import MathDataError, read_math
 
   class MathftPrm800k(tfds.core.GeneratorBasedBuilder):

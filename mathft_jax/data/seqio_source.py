@@ -10,10 +10,9 @@ import dataclasses
 from typing import Iterator, Optional, Union
 
 import numpy as np
-import seqio
-import tensorflow as tf
 
 from mathft_jax.data.features import FEATURES, NextTokenFeatureConverter, PairFeatureConverter
+from mathft_jax.data.quiet_tf import seqio, tf
 from mathft_jax.text.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 

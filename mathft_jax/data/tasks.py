@@ -17,19 +17,18 @@ never share a task. Solution fine-tuning (SSFT): inputs = generator prompt, targ
   graded samples (`mathft_jax.evaluator.pairs`); the pair tasks give features of shape [2, L].
 """
 import hashlib
-import json
 import os
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-import seqio
-import tensorflow as tf
 
+from mathft_jax import run_io
 from mathft_jax.data import synthetic
+from mathft_jax.data.features import PAIR_FEATURES
+from mathft_jax.data.quiet_tf import seqio, tf
+from mathft_jax.data.vocabularies import output_features
 from mathft_jax.evaluator import pairs
 from mathft_jax.text import prompts
-from mathft_jax.data.features import PAIR_FEATURES
-from mathft_jax.data.vocabularies import output_features
 from mathft_jax.text.tokenizer import Tokenizer
 
 SSFT_TASKS = ("ssft_synthetic", "ssft_math", "ssft_math_train7500", "ssft_prm800k") + tuple(
@@ -81,6 +80,13 @@ class _TokenizedSource(seqio.FunctionDataSource):
 
   def num_input_examples(self, split: str) -> int:  # mixtures weigh their tasks by it
     return len(next(iter(self._encoded(split).values())))
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed=None, shard_info=None, **unused):
+    """As seqio's FunctionDataSource, without its warning about uncached shuffled data: the examples are in memory
+    and put in a seeded order here, and the order of batches on resume is exact (`SeqioSource`)."""
+    if shard_info and shard_info.num_shards > 1:
+      raise ValueError("shard the dataset with tf.data.Dataset.shard")  # seqio does so for this source
+    return self._dataset(split, shuffle, seed)
 
   def _dataset(self, split, shuffle_files, seed=None):
     columns = self._encoded(split)
@@ -136,16 +142,12 @@ def _add(name: str, texts: Callable[[str], dict], tokenizer: Tokenizer, keys: Se
 
 def _read_jsonl(path: str) -> dict:
   inputs, targets = [], []
-  with tf.io.gfile.GFile(path) as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-        inputs.append(str(record["inputs"]))
-        targets.append(str(record["targets"]))
-      except (ValueError, KeyError, TypeError) as e:
-        raise TaskNameError(f"{path}:{line_no}: expected a JSON object with 'inputs' and 'targets' ({e!r})") from None
+  for where, record in run_io.iter_jsonl(path):
+    try:
+      inputs.append(str(record["inputs"]))
+      targets.append(str(record["targets"]))
+    except (KeyError, TypeError) as e:
+      raise TaskNameError(f"{where}: expected a JSON object with 'inputs' and 'targets' ({e!r})") from None
   if not inputs:
     raise TaskNameError(f"{path}: no records")
   return {"inputs": inputs, "targets": targets}

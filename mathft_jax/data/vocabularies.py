@@ -6,9 +6,7 @@ the very function sampling and scoring build prompts with, so training and infer
 import functools
 from typing import Optional, Sequence
 
-import seqio
-import tensorflow as tf
-
+from mathft_jax.data.quiet_tf import seqio, tf
 from mathft_jax.text.tokenizer import Tokenizer
 
 

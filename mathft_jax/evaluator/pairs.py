@@ -19,6 +19,7 @@ import json
 import random
 from typing import Mapping
 
+from mathft_jax import run_io
 from mathft_jax.text import prompts
 
 KINDS = ("ce", "margin", "seq")
@@ -30,17 +31,16 @@ class GradedFileError(ValueError):
 
 def read_graded(path: str) -> dict[str, list[dict]]:
   by_problem = collections.OrderedDict()
-  with open(path) as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        r = json.loads(line)
-        record = {"problem_id": str(r["problem_id"]), "problem": str(r["problem"]), "text": str(r["text"]),
-                  "correct": bool(r["correct"])}
-      except (ValueError, KeyError, TypeError) as e:
-        raise GradedFileError(f"{path}:{line_no}: expected problem_id, problem, text, correct ({e!r})") from None
-      by_problem.setdefault(record["problem_id"], []).append(record)
+  for line_no, line in enumerate(run_io.path(path).read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      r = json.loads(line)
+      record = {"problem_id": str(r["problem_id"]), "problem": str(r["problem"]), "text": str(r["text"]),
+                "correct": bool(r["correct"])}
+    except (ValueError, KeyError, TypeError) as e:
+      raise GradedFileError(f"{path}:{line_no}: expected problem_id, problem, text, correct ({e!r})") from None
+    by_problem.setdefault(record["problem_id"], []).append(record)
   return by_problem
 
 
@@ -78,3 +78,17 @@ def examples(pairs: list[dict], kind: str) -> list[dict]:
     out.append({"inputs_pos": pos["inputs"], "targets_pos": pos["targets"], "inputs_neg": neg["inputs"],
                 "targets_neg": neg["targets"]})
   return out
+
+
+def write_evaluator_data(graded_path: str, out_path: str, problems: str, add_references: bool) -> None:
+  """graded.jsonl (+ with `add_references`, one correct candidate per problem: its reference solution from the
+  problem set) -> out_path, atomically: the file the evaluator tasks read."""
+  from mathft_jax.text.problems import load_problems
+  records = run_io.read_jsonl(graded_path)
+  next_id = {}
+  for r in records:
+    next_id[r["problem_id"]] = max(next_id.get(r["problem_id"], -1), int(r["sample_id"])) + 1
+  extra = [{"problem_id": p["problem_id"], "sample_id": next_id[p["problem_id"]], "text": p["solution"],
+            "answer": p.get("answer"), "cluster": -2, "correct": True, "problem": p["problem"], "reference": True}
+           for p in load_problems(problems) if add_references and p["problem_id"] in next_id and p.get("solution")]
+  run_io.write_atomic(out_path, "".join(json.dumps(r) + "\n" for r in records + extra))

@@ -131,25 +131,35 @@ class CandidateFileError(ValueError):
   """A malformed candidates file; the message names the file and line."""
 
 
-def read_candidates(path: str) -> dict[str, list[dict]]:
-  """JSONL candidate records (problem_id, sample_id, text, ...) grouped by problem, samples in sample_id order."""
+def group_candidates(located: Iterable[tuple[str, dict]]) -> dict[str, list[dict]]:
+  """("file:line", record) pairs of candidate records (problem_id, sample_id, text, ...) -> records by problem,
+  samples in sample_id order; a malformed record is a CandidateFileError naming its file and line."""
   by_problem: dict[str, list[dict]] = {}
-  with open(path) as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-        key = str(record["problem_id"])
-        int(record["sample_id"])
-        if not isinstance(record["text"], str):
-          raise TypeError("text is not a string")
-      except (ValueError, KeyError, TypeError) as e:
-        raise CandidateFileError(f"{path}:{line_no}: malformed candidate record ({e!r})") from None
-      by_problem.setdefault(key, []).append(record)
+  for where, record in located:
+    try:
+      key = str(record["problem_id"])
+      int(record["sample_id"])
+      if not isinstance(record["text"], str):
+        raise TypeError("text is not a string")
+    except (ValueError, KeyError, TypeError) as e:
+      raise CandidateFileError(f"{where}: malformed candidate record ({e!r})") from None
+    by_problem.setdefault(key, []).append(record)
   for records in by_problem.values():
     records.sort(key=lambda r: int(r["sample_id"]))
   return by_problem
+
+
+def read_candidates(path: str) -> dict[str, list[dict]]:
+  """A local JSONL file of candidate records, grouped (`group_candidates`)."""
+  def located():
+    with open(path) as f:
+      for line_no, line in enumerate(f, 1):
+        if line.strip():
+          try:
+            yield f"{path}:{line_no}", json.loads(line)
+          except ValueError as e:
+            raise CandidateFileError(f"{path}:{line_no}: malformed candidate record ({e!r})") from None
+  return group_candidates(located())
 
 
 def grade_file(candidates_path: str, references: dict[str, str], out_path: str, num_workers: int = 0,

@@ -85,7 +85,8 @@ def is_tame(expr) -> bool:
           return False  # numeric exponent still to be evaluated, e.g. a power tower
         if abs(exp) > 10_000:
           return False
-        if isinstance(base, sympy.Number) and abs(base) > 1 and abs(float(exp)) * math.log10(abs(float(base))) > MAX_RESULT_DIGITS:
+        big_base = isinstance(base, sympy.Number) and abs(base) > 1
+        if big_base and abs(float(exp)) * math.log10(abs(float(base))) > MAX_RESULT_DIGITS:
           return False
       elif isinstance(exp, sympy.Number) and abs(exp) > 1000:
         return False

@@ -8,15 +8,14 @@ log-probs (temperature 1, i.e. log p(sample | prompt) under the model, whatever 
 Shapes: P prompts, N samples, B = P*N rows, Lp prompt bucket length, T max new tokens, V vocab.
 """
 import dataclasses
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mathft_jax import partitioning
-from mathft_jax.models import Decoder, DecoderConfig, abstract_params, init_cache
+from mathft_jax.models import Decoder, DecoderConfig, KVCache, abstract_params, init_cache
 
 FINISH_EOS, FINISH_STOP, FINISH_LENGTH = 0, 1, 2
 FINISH_NAMES = ("eos", "stop", "length")
@@ -101,6 +100,18 @@ def _ends_with(buffer: jax.Array, step: jax.Array, seq: tuple) -> jax.Array:
   return (step + 1 >= m) & jnp.all(window == jnp.asarray(seq, buffer.dtype), axis=1)
 
 
+class DecodeState(NamedTuple):
+  """The `while_loop` carry of `generate`, over B rows, T max new tokens, V vocab."""
+  step: jax.Array  # [] int32: new tokens written so far
+  buffer: jax.Array  # [B, T] int32: the new tokens, pad after a row stops
+  done: jax.Array  # [B] bool: the row hit EOS or a stop sequence
+  finish: jax.Array  # [B] int32: FINISH_EOS / FINISH_STOP / FINISH_LENGTH
+  lengths: jax.Array  # [B] int32: tokens of the row, its EOS or stop tokens included
+  logprob: jax.Array  # [B] float32: sum of the row's token log-probs
+  last_logits: jax.Array  # [B, V] float32: next-token logits
+  cache: KVCache  # every layer's keys and values
+
+
 def generate(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Array, rng: jax.Array, *,
              num_samples: int, max_new_tokens: int, sampler=Greedy(), eos_id: int = 1,
              stop_sequences: tuple = (), pad_id: int = 0) -> dict:
@@ -124,11 +135,10 @@ def generate(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Array, rng
   last = repeat(logits[:, -1])
   next_pos = repeat(positions[:, -1] + 1)
 
-  def cond(state):
-    step, _, done, *_ = state
-    return (step < max_new_tokens) & ~jnp.all(done)
+  def cond(state: DecodeState):
+    return (state.step < max_new_tokens) & ~jnp.all(state.done)
 
-  def body(state):
+  def body(state: DecodeState) -> DecodeState:
     step, buffer, done, finish, lengths, logprob, last, cache = state
     token = sampler(last, jax.random.fold_in(rng, step)).astype(jnp.int32)
     token_logp = jnp.take_along_axis(jax.nn.log_softmax(last), token[:, None], axis=1)[:, 0]
@@ -144,13 +154,14 @@ def generate(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Array, rng
     done = done | hit_eos | hit_stop
     logits, cache = decoder.apply({"params": params}, token[:, None], (next_pos + step)[:, None],
                                   jnp.ones((rows, 1), jnp.int32), cache)
-    return step + 1, buffer, done, finish, lengths, logprob, logits[:, -1], cache
+    return DecodeState(step + 1, buffer, done, finish, lengths, logprob, logits[:, -1], cache)
 
-  state = (jnp.array(0, jnp.int32), jnp.full((rows, max_new_tokens), pad_id, jnp.int32), jnp.zeros(rows, bool),
-           jnp.full(rows, FINISH_LENGTH, jnp.int32), jnp.full(rows, max_new_tokens, jnp.int32),
-           jnp.zeros(rows, jnp.float32), last, cache)
-  _, buffer, _, finish, lengths, logprob, _, _ = jax.lax.while_loop(cond, body, state)
-  return {"tokens": buffer, "num_tokens": lengths, "logprob": logprob, "finish": finish}
+  state = DecodeState(step=jnp.array(0, jnp.int32), buffer=jnp.full((rows, max_new_tokens), pad_id, jnp.int32),
+                      done=jnp.zeros(rows, bool), finish=jnp.full(rows, FINISH_LENGTH, jnp.int32),
+                      lengths=jnp.full(rows, max_new_tokens, jnp.int32), logprob=jnp.zeros(rows, jnp.float32),
+                      last_logits=last, cache=cache)
+  final = jax.lax.while_loop(cond, body, state)
+  return {"tokens": final.buffer, "num_tokens": final.lengths, "logprob": final.logprob, "finish": final.finish}
 
 
 def make_generate_fn(cfg: DecoderConfig, *, num_samples: int, max_new_tokens: int, sampler=Greedy(),
@@ -168,10 +179,8 @@ def make_generate_fn(cfg: DecoderConfig, *, num_samples: int, max_new_tokens: in
     return jax.jit(fn)
   batch = partitioning.batch_sharding(mesh)
   param_shardings = partitioning.boxed_to_sharding(abstract_params(cfg), mesh, rules)
-  jitted = jax.jit(fn, in_shardings=(param_shardings, batch, batch, None))
+  jitted = partitioning.jit_on_mesh(fn, mesh, rules, in_shardings=(param_shardings, batch, batch, None))
 
   def call(params, tokens, mask, rng):
-    params = jax.device_put(params, param_shardings)  # a no-op once the params are placed
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return jitted(params, tokens, mask, rng)
+    return jitted(jax.device_put(params, param_shardings), tokens, mask, rng)  # a no-op once params are placed
   return call

@@ -20,8 +20,15 @@ import jax
 import ml_dtypes
 import numpy as np
 
-from mathft_jax.models.hf_format import (EXPORTABLE, SUPPORTED, HfFormatError, config_from_hf, config_to_hf,
-                                         family_of, to_hf, weight_map)
+from mathft_jax.models.hf_format import (
+  EXPORTABLE,
+  SUPPORTED,
+  HfFormatError,
+  config_from_hf,
+  config_to_hf,
+  to_hf,
+  weight_map,
+)
 from mathft_jax.models.params_io import MANIFEST, checkpoint_tokenizer, hf_source, load_params, model_config
 from mathft_jax.text.tokenizer import SPEC_FILE, Tokenizer
 

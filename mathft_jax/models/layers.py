@@ -90,13 +90,13 @@ def grouped_attention(q: Array, k: Array, v: Array, mask: Array, scale: float) -
 
   Query heads are grouped G = H / K per kv head; logits and softmax in float32. Returns [B, L, H, D].
   """
-  b, l, h, d = q.shape
+  b, length, h, d = q.shape
   groups = h // k.shape[2]
-  qg = q.reshape(b, l, k.shape[2], groups, d)
+  qg = q.reshape(b, length, k.shape[2], groups, d)
   logits = jnp.einsum("blkgd,bskd->bkgls", qg, k, preferred_element_type=jnp.float32) * scale
   logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)  # fully masked rows: uniform, no NaN
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(b, l, h, d)
+  return jnp.einsum("bkgls,bskd->blkgd", probs, v).reshape(b, length, h, d)
 
 
 class Attention(nn.Module):

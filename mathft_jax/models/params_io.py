@@ -8,13 +8,12 @@ Layout of a params folder DIR:
                        the model was imported from, for the way back), "provenance"}
 Folders written before the manifest existed hold `model_config.json` alone: they load, but have no tokenizer.
 """
-import json
-import os
 from typing import Optional
 
 import flax.linen as nn
 import jax
 
+from mathft_jax import run_io
 from mathft_jax.models.config import DecoderConfig
 from mathft_jax.models.decoder import abstract_params
 from mathft_jax.text.tokenizer import Tokenizer, TokenizerError, load_tokenizer
@@ -23,25 +22,19 @@ MANIFEST = "checkpoint.json"
 LEGACY_CONFIG = "model_config.json"
 
 
-def _abs(path: str) -> str:
-  return os.path.abspath(path) if "://" not in path else path
-
-
 def is_params_folder(path: str) -> bool:
   """Whether `path` holds a finished params folder (its manifest, or a legacy model_config.json)."""
-  return os.path.exists(os.path.join(path, MANIFEST)) or os.path.exists(os.path.join(path, LEGACY_CONFIG))
+  return run_io.exists(run_io.join(path, MANIFEST)) or run_io.exists(run_io.join(path, LEGACY_CONFIG))
 
 
 def read_manifest(path: str) -> dict:
   """DIR/checkpoint.json, or {"model_config": ..., "tokenizer": None} for a legacy folder."""
-  manifest = os.path.join(path, MANIFEST)
-  if os.path.exists(manifest):
-    with open(manifest) as f:
-      return json.load(f)
-  legacy = os.path.join(path, LEGACY_CONFIG)
-  if os.path.exists(legacy):
-    with open(legacy) as f:
-      return {"model_config": json.load(f), "tokenizer": None}
+  manifest = run_io.join(path, MANIFEST)
+  if run_io.exists(manifest):
+    return run_io.read_json(manifest)
+  legacy = run_io.join(path, LEGACY_CONFIG)
+  if run_io.exists(legacy):
+    return {"model_config": run_io.read_json(legacy), "tokenizer": None}
   raise FileNotFoundError(f"{manifest}: not found; {path} is not a params folder (mathft-import-hf and mathft-train "
                           f"write them; a training run's is MODEL_DIR/export)")
 
@@ -69,15 +62,15 @@ def checkpoint_tokenizer(path: str, explicit=None) -> Tokenizer:
   if recorded is None:
     if given is None:
       raise TokenizerError(
-          f"{os.path.join(path, MANIFEST)}: this params folder records no tokenizer (it was written before models "
+          f"{run_io.join(path, MANIFEST)}: this params folder records no tokenizer (it was written before models "
           f"carried theirs). Pass the tokenizer it was made with: tokenizer='byte' for a byte-level model made "
           f"here, or the Hugging Face folder it was imported from (or re-import it with mathft-import-hf)")
     tokenizer = given
   else:
-    tokenizer = load_tokenizer(os.path.join(path, "tokenizer"))
+    tokenizer = load_tokenizer(run_io.join(path, "tokenizer"))
     if tokenizer.fingerprint != recorded["fingerprint"]:
-      raise TokenizerError(f"{os.path.join(path, 'tokenizer')}: the tokenizer files are not the ones "
-                           f"{os.path.join(path, MANIFEST)} records (fingerprint {tokenizer.fingerprint[:12]} vs "
+      raise TokenizerError(f"{run_io.join(path, 'tokenizer')}: the tokenizer files are not the ones "
+                           f"{run_io.join(path, MANIFEST)} records (fingerprint {tokenizer.fingerprint[:12]} vs "
                            f"{recorded['fingerprint'][:12]})")
     if given is not None and given != tokenizer:
       raise TokenizerError(f"the tokenizer given ({given}) is not the one {path} was made with ({tokenizer}); "
@@ -103,24 +96,21 @@ def save_params(params: dict, cfg: DecoderConfig, out_dir: str, tokenizer: Token
   """
   import orbax.checkpoint as ocp  # imported here so model code does not pay for orbax at import time
   check_vocab_fits(tokenizer, cfg, out_dir)
-  out_dir = _abs(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
-  target = os.path.join(out_dir, "params")
-  if os.path.exists(target) and not overwrite:
+  out_dir = run_io.absolute(out_dir)
+  run_io.makedirs(out_dir)
+  target = run_io.join(out_dir, "params")
+  if run_io.exists(target) and not overwrite:
     raise FileExistsError(f"{target} already exists; pass --overwrite (or overwrite=True) to replace it")
-  if jax.process_index() == 0 and os.path.exists(os.path.join(out_dir, MANIFEST)):
-    os.remove(os.path.join(out_dir, MANIFEST))  # an overwritten folder is unfinished until the new manifest lands
+  if jax.process_index() == 0 and run_io.exists(run_io.join(out_dir, MANIFEST)):
+    run_io.path(run_io.join(out_dir, MANIFEST)).unlink()  # an overwritten folder is unfinished until a new manifest
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(target, params, force=overwrite)
   checkpointer.wait_until_finished()
   if jax.process_index() == 0:  # orbax coordinates the arrays across hosts; one host writes the rest
-    tokenizer.save(os.path.join(out_dir, "tokenizer"))
+    tokenizer.save(run_io.join(out_dir, "tokenizer"))
     manifest = {"model_config": cfg.to_dict(), "tokenizer": tokenizer.record(), **(hf or {}),
                 "provenance": provenance or {}}
-    tmp = os.path.join(out_dir, f"{MANIFEST}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-      json.dump(manifest, f, indent=2)
-    os.replace(tmp, os.path.join(out_dir, MANIFEST))
+    run_io.write_json(run_io.join(out_dir, MANIFEST), manifest, indent=2)
   return out_dir
 
 
@@ -138,7 +128,7 @@ def load_params(out_dir: str, mesh=None) -> tuple[DecoderConfig, dict]:
   (so each host of a multi-host job gets its own copy, as per-host inference wants).
   """
   import orbax.checkpoint as ocp
-  out_dir = _abs(out_dir)
+  out_dir = run_io.absolute(out_dir)
   cfg = model_config(out_dir)
   boxed = abstract_params(cfg)
   if mesh is not None:
@@ -149,4 +139,4 @@ def load_params(out_dir: str, mesh=None) -> tuple[DecoderConfig, dict]:
                                        nn.unbox(boxed))
   target = jax.tree_util.tree_map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                                   nn.unbox(boxed), shardings)
-  return cfg, ocp.StandardCheckpointer().restore(os.path.join(out_dir, "params"), target)
+  return cfg, ocp.StandardCheckpointer().restore(run_io.join(out_dir, "params"), target)

@@ -28,7 +28,7 @@ import jax.extend.core
 import jax.numpy as jnp
 
 from mathft_jax import partitioning
-from mathft_jax.models import Decoder, DecoderConfig, abstract_params, preset
+from mathft_jax.models import DecoderConfig, abstract_params, preset
 from mathft_jax.models.decoder import Block, attention_mask, remat_policy
 from mathft_jax.models.layers import rope_tables
 from mathft_jax.training.optim import OptimizerConfig, make_optimizer
@@ -74,7 +74,8 @@ class MemoryEstimate:
     rows.append(("total", self.total))
     lines = [f"{name:12s} {value / GIB:9.2f} GiB" for name, value in rows]
     if slice_ is not None:
-      lines.append(f"{slice_.name}: {slice_.hbm_bytes / GIB:.1f} GiB per chip, {self.total / slice_.hbm_bytes:.0%} used")
+      used = self.total / slice_.hbm_bytes
+      lines.append(f"{slice_.name}: {slice_.hbm_bytes / GIB:.1f} GiB per chip, {used:.0%} used")
     return "\n".join(lines)
 
 

@@ -6,21 +6,23 @@
 Inputs: candidates from `mathft-infer mode=sample` (an output dir with chunks/, or a JSONL file), optional scores
 from `mode=score` (same forms), references as JSONL (problem_id or unique_id, answer, and optionally level,
 subject, problem), "math:<manual_dir>:<split>" or "synthetic:<split>:<count>". Candidates missing scores:
-score-based strategies are skipped (and said so in the report). Outputs in output_dir: metrics.json (every number with its 95% bootstrap CI and the
-inputs' provenance), report.md, accuracy_vs_n.png, graded.jsonl (candidates + answer, cluster, correct, problem:
-what the evaluator tasks read). No JAX or TensorFlow needed.
+score-based strategies are skipped (and said so in the report). Outputs in output_dir (local or gs://):
+metrics.json (every number with its 95% bootstrap CI and the inputs' provenance; written last), report.md,
+accuracy_vs_n.png, graded.jsonl (candidates + answer, cluster, correct, problem: what the evaluator tasks read).
+No JAX or TensorFlow needed.
 """
 import argparse
 import collections
+import io
 import json
-import os
 import time
 from typing import Optional
 
 import numpy as np
 
+from mathft_jax import run_io
+from mathft_jax.grading.batch import CandidateFileError, grade_problems, group_candidates
 from mathft_jax.reranking import metrics as rm
-from mathft_jax.grading.batch import CandidateFileError, grade_problems, read_candidates
 from mathft_jax.text.problems import load_problems
 
 LABELS = {"maj1": "Maj1@{n}", "rr_all": "RR.All@{n}", "rr_topk": "RR.Top-{k}@{n}", "wrr": "W.RR@{n}",
@@ -52,16 +54,11 @@ def read_references(spec: str) -> dict[str, dict]:
 
 
 def _read_records(path: str) -> dict[str, list[dict]]:
-  """JSONL file or an infer output dir (chunks/*.jsonl) -> records by problem, sorted by sample_id."""
-  files = [path] if os.path.isfile(path) else sorted(
-      os.path.join(path, "chunks", n) for n in os.listdir(os.path.join(path, "chunks")) if n.endswith(".jsonl"))
-  merged: dict[str, list[dict]] = collections.defaultdict(list)
-  for f in files:
-    for pid, records in read_candidates(f).items():
-      merged[pid].extend(records)
-  for records in merged.values():
-    records.sort(key=lambda r: int(r["sample_id"]))
-  return dict(merged)
+  """JSONL file or an infer output dir (local or gs://) -> records by problem, sorted by sample_id."""
+  try:
+    return group_candidates(run_io.iter_records(path))
+  except run_io.RunFileError as e:  # a line that is not JSON at all
+    raise CandidateFileError(str(e)) from None
 
 
 SCORE_FIELDS = ("score", "likelihood")
@@ -74,17 +71,12 @@ def _read_scores(path: str, field: str = "score") -> dict[tuple, float]:
   if field not in SCORE_FIELDS:
     raise ValueError(f"score_field must be one of {SCORE_FIELDS}, got {field!r}")
   out = {}
-  files = [path] if os.path.isfile(path) else sorted(
-      os.path.join(path, "chunks", n) for n in os.listdir(os.path.join(path, "chunks")) if n.endswith(".jsonl"))
-  for f in files:
-    with open(f) as handle:
-      for line_no, line in enumerate(handle, 1):
-        try:
-          r = json.loads(line)
-          value = float(r["score"]) if field == "score" else _per_token_probability(r["loglik"], r["num_tokens"])
-          out[(str(r["problem_id"]), int(r["sample_id"]))] = value
-        except (ValueError, KeyError, TypeError) as e:
-          raise CandidateFileError(f"{f}:{line_no}: malformed score record ({e!r})") from None
+  for where, r in run_io.iter_records(path):
+    try:
+      value = float(r["score"]) if field == "score" else _per_token_probability(r["loglik"], r["num_tokens"])
+      out[(str(r["problem_id"]), int(r["sample_id"]))] = value
+    except (ValueError, KeyError, TypeError) as e:
+      raise CandidateFileError(f"{where}: malformed score record ({e!r})") from None
   return out
 
 
@@ -146,38 +138,30 @@ def rerank(*, candidates: str, references: str, output_dir: str, scores: Optiona
   if use_generator:
     metrics["generator_likelihood"] = rm.classifier_metrics(
         np.concatenate([generator_scores[p] for p in ids]), flat_labels, flat_groups)
-  metrics["skipped"] = ([] if use_scores else [f"score-based strategies: {'no scores given' if not scores else f'{missing} candidates have no score'}"])
-  metrics["provenance"] = {"candidates": os.path.abspath(candidates), "scores": scores and os.path.abspath(scores),
+  why = "no scores given" if not scores else f"{missing} candidates have no score"
+  metrics["skipped"] = [] if use_scores else [f"score-based strategies: {why}"]
+  metrics["provenance"] = {"candidates": run_io.absolute(candidates), "scores": scores and run_io.absolute(scores),
                            "score_field": score_field,
-                           "greedy": greedy and os.path.abspath(greedy), "references": references,
+                           "greedy": greedy and run_io.absolute(greedy), "references": references,
                            "num_problems": len(ids), "samples_per_problem": n, "ks": ks, "k_clusters": k_clusters,
                            "num_subsets": num_subsets, "bootstrap_resamples": bootstrap, "seed": seed,
                            "degraded_problems": sum(bool(g.get("degraded")) for g in graded)}
-  os.makedirs(output_dir, exist_ok=True)
-  _write_graded(os.path.join(output_dir, "graded.jsonl"), ids, by_problem, graded, refs)
-  _write_report(os.path.join(output_dir, "report.md"), metrics, n, k_clusters)
-  _plot(os.path.join(output_dir, "accuracy_vs_n.png"), metrics, ks, k_clusters)
+  _write_graded(run_io.join(output_dir, "graded.jsonl"), ids, by_problem, graded, refs)
+  _write_report(run_io.join(output_dir, "report.md"), metrics, n, k_clusters)
+  _plot(run_io.join(output_dir, "accuracy_vs_n.png"), metrics, ks, k_clusters)
   t_total = time.time() - t0
   metrics["provenance"]["seconds"] = {"grading": round(t_grade, 2), "total": round(t_total, 2)}
-  _write_atomic_json(os.path.join(output_dir, "metrics.json"), metrics)
+  run_io.write_json(run_io.join(output_dir, "metrics.json"), metrics, indent=2)  # last: the job's "done" mark
   print(f"re-ranked {len(ids)} problems x {n} samples in {t_total:.1f}s (grading {t_grade:.1f}s, metrics and "
-        f"report {t_total - t_grade:.1f}s); report: {os.path.join(output_dir, 'report.md')}")
+        f"report {t_total - t_grade:.1f}s); report: {run_io.join(output_dir, 'report.md')}")
   return metrics
 
 
-def _write_atomic_json(path: str, obj) -> None:
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(path + ".tmp", path)
-
-
 def _write_graded(path, ids, by_problem, graded, refs) -> None:
-  with open(path + ".tmp", "w") as f:
-    for pid, g in zip(ids, graded):
-      for k, record in enumerate(by_problem[pid]):
-        f.write(json.dumps({**record, "answer": g["answers"][k], "cluster": g["clusters"][k],
-                            "correct": g["correct"][k], "problem": refs[pid].get("problem", "")}) + "\n")
-  os.replace(path + ".tmp", path)
+  run_io.write_atomic(path, "".join(
+      json.dumps({**record, "answer": g["answers"][k], "cluster": g["clusters"][k], "correct": g["correct"][k],
+                  "problem": refs[pid].get("problem", "")}) + "\n"
+      for pid, g in zip(ids, graded) for k, record in enumerate(by_problem[pid])))
 
 
 def _cell(summary: dict) -> str:
@@ -205,8 +189,7 @@ def _write_report(path: str, metrics: dict, n: int, k: int) -> None:
               f"problem {e['within_problem_auc']:.3f})."]
   for reason in metrics["skipped"]:
     lines += ["", f"Skipped: {reason}."]
-  with open(path, "w") as f:
-    f.write("\n".join(lines) + "\n")
+  run_io.write_atomic(path, "\n".join(lines) + "\n")
 
 
 def _plot(path: str, metrics: dict, ks: list, k: int) -> None:
@@ -222,8 +205,10 @@ def _plot(path: str, metrics: dict, ks: list, k: int) -> None:
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  image = io.BytesIO()
+  fig.savefig(image, format="png", dpi=120)
   plt.close(fig)
+  run_io.write_atomic(path, image.getvalue())
 
 
 def main(argv=None) -> None:

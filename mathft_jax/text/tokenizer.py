@@ -27,8 +27,10 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
+import tempfile
 from typing import Optional, Sequence
+
+from mathft_jax import run_io
 
 SPEC_FILE = "mathft_tokenizer.json"
 BYTE_OFFSET = 3
@@ -186,15 +188,12 @@ class Tokenizer:
             "evaluator_labels": {"prefix": prefix, "correct": correct, "incorrect": incorrect}}
 
   def save(self, folder: str) -> None:
-    """Copies the tokenizer files into `folder` and writes its spec (the spec last, atomically)."""
-    os.makedirs(folder, exist_ok=True)
-    if not (self.folder and os.path.abspath(self.folder) == os.path.abspath(folder)):
+    """Copies the tokenizer files into `folder` (local or gs://) and writes its spec, last and atomically."""
+    run_io.makedirs(folder)
+    if not (self.folder and run_io.absolute(self.folder) == run_io.absolute(folder)):
       for name in self.spec.files:
-        shutil.copyfile(os.path.join(self.folder, name), os.path.join(folder, name))
-    tmp = os.path.join(folder, f"{SPEC_FILE}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-      json.dump(self.record(), f, indent=2)
-    os.replace(tmp, os.path.join(folder, SPEC_FILE))
+        run_io.copy_file(os.path.join(self.folder, name), run_io.join(folder, name))
+    run_io.write_json(run_io.join(folder, SPEC_FILE), self.record(), indent=2)
 
 BYTE = Tokenizer(TokenizerSpec("byte", {}, 0, 1, 0, _ByteBackend.size), None, _ByteBackend(), "byte")
 
@@ -281,11 +280,29 @@ def _from_spec_folder(folder: str) -> Tokenizer:
   return Tokenizer(spec, folder, backend, folder)
 
 
+_LOCAL_COPIES: dict = {}
+
+
+def _local_copy(folder: str) -> str:
+  """A local folder holding the tokenizer files of a gs:// folder (the libraries read local files; once a process)."""
+  if folder not in _LOCAL_COPIES:
+    local = tempfile.mkdtemp(prefix="mathft-tokenizer-")
+    for name in (SPEC_FILE, *HF_TOKENIZER_FILES):
+      if run_io.exists(run_io.join(folder, name)):
+        run_io.copy_file(run_io.join(folder, name), os.path.join(local, name))
+    _LOCAL_COPIES[folder] = local
+  return _LOCAL_COPIES[folder]
+
+
 def load_tokenizer(source: str) -> Tokenizer:
   """"byte"; a tokenizer folder (with mathft_tokenizer.json); a params folder (its tokenizer/); or a Hugging Face
-  folder with tokenizer.json or tokenizer.model (a model folder as downloaded)."""
+  folder with tokenizer.json or tokenizer.model (a model folder as downloaded). Folders may be gs:// URIs."""
   if source == "byte":
     return BYTE
+  if not run_io.is_local(source):
+    folder = run_io.join(source, "tokenizer") if run_io.exists(run_io.join(source, "tokenizer", SPEC_FILE)) else source
+    local = load_tokenizer(_local_copy(folder))
+    return local if local.kind == "byte" else Tokenizer(local.spec, local.folder, local._backend, folder)
   if not os.path.isdir(source):
     raise TokenizerError(f"{source}: not 'byte' nor a folder (a params folder, a tokenizer folder or a Hugging Face "
                          f"folder with tokenizer.json or tokenizer.model)")

@@ -7,7 +7,6 @@ step before exiting.
 """
 import functools
 import inspect
-import os
 import sys
 import time
 from typing import Callable, Optional, Union
@@ -15,14 +14,14 @@ from typing import Callable, Optional, Union
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mathft_jax import partitioning
-from mathft_jax.training.checkpointing import Checkpointer, PreemptionGuard
-from mathft_jax.training.metrics_logging import MetricLogger, model_flops_per_token, peak_flops_per_device
+from mathft_jax import partitioning, run_io
 from mathft_jax.models import DecoderConfig, param_count, params_io
 from mathft_jax.models.decoder import stack_layers, unstack_layers
-from mathft_jax.training.optim import OptimizerConfig
-from mathft_jax.training.train_step import LossFn, TrainState, next_token_loss, summarize
 from mathft_jax.text.tokenizer import SPEC_FILE, Tokenizer, TokenizerError, load_tokenizer
+from mathft_jax.training.checkpointing import Checkpointer, PreemptionGuard
+from mathft_jax.training.metrics_logging import MetricLogger, model_flops_per_token, peak_flops_per_device
+from mathft_jax.training.train_config import TrainingConfig
+from mathft_jax.training.train_step import LossFn, TrainState, summarize
 from mathft_jax.training.trainer import BatchSource, Trainer, host_batches, params_fingerprint
 
 
@@ -35,7 +34,7 @@ def _initial_params(path: str, cfg: DecoderConfig, trainer: Trainer) -> dict:
     raise ValueError(f"{path}/{params_io.MANIFEST} describes a different architecture than the run's model config:"
                      f"\n  checkpoint: {saved}\n  run:        {cfg}")
   target = trainer.abstract_state.params
-  restore = lambda t: ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(path), "params"), t)  # noqa
+  restore = lambda t: ocp.StandardCheckpointer().restore(run_io.join(run_io.absolute(path), "params"), t)  # noqa
   if not cfg.scan_layers:
     return restore(target)
   # Exports hold layer_0..layer_{N-1}: restore each onto its slice of the stacked sharding, then stack in place.
@@ -47,9 +46,9 @@ def _initial_params(path: str, cfg: DecoderConfig, trainer: Trainer) -> dict:
 def _run_tokenizer(model_dir: str, initial_checkpoint_path: Optional[str], tokenizer=None) -> Tokenizer:
   """The tokenizer a run trains with (`params_io.starting_tokenizer`), which must be the one MODEL_DIR recorded
   when the run started, if it did (TokenizerError names both)."""
-  recorded = os.path.join(model_dir, "tokenizer")
+  recorded = run_io.join(model_dir, "tokenizer")
   chosen = params_io.starting_tokenizer(initial_checkpoint_path, tokenizer)
-  if os.path.exists(os.path.join(recorded, SPEC_FILE)) and load_tokenizer(recorded) != chosen:
+  if run_io.exists(run_io.join(recorded, SPEC_FILE)) and load_tokenizer(recorded) != chosen:
     raise TokenizerError(f"{recorded}: this run started with another tokenizer ({load_tokenizer(recorded)}) than "
                          f"the one given now ({chosen}); use a new model_dir")
   return chosen
@@ -78,14 +77,12 @@ def _unstacked(target: dict) -> dict:
 
 
 def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSource, train_steps: int,
-          optimizer: OptimizerConfig = OptimizerConfig(), mesh: partitioning.MeshConfig = partitioning.MeshConfig(),
-          rules: tuple = partitioning.DEFAULT_RULES, loss_fn: LossFn = next_token_loss, accum_steps: int = 1,
-          seed: int = 0, initial_checkpoint_path: Optional[str] = None, checkpoint_every: int = 500,
-          keep_checkpoints: int = 3, async_checkpoints: bool = True, log_every: int = 10,
-          eval_data: Optional[BatchSource] = None, eval_every: int = 0, eval_batches: int = 10,
-          num_data_shards: Optional[int] = None, tokenizer: Union[None, str, Tokenizer] = None,
+          training: TrainingConfig = TrainingConfig(), mesh: partitioning.MeshConfig = partitioning.MeshConfig(),
+          rules: tuple = partitioning.DEFAULT_RULES, initial_checkpoint_path: Optional[str] = None,
+          eval_data: Optional[BatchSource] = None, num_data_shards: Optional[int] = None,
+          tokenizer: Union[None, str, Tokenizer] = None,
           on_start: Optional[Callable[[str], None]] = None) -> TrainState:
-  """Trains `model_config` on `train_data` for `train_steps` steps; returns the final state.
+  """Trains `model_config` on `train_data` for `train_steps` steps as `training` says; returns the final state.
 
   tokenizer: the model's tokenizer (a source of `mathft_jax.text.tokenizer.load_tokenizer`). By default the initial
     checkpoint's, or the byte vocabulary for a model trained from scratch; one given explicitly must be the same as
@@ -96,17 +93,20 @@ def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSourc
   partitioning.maybe_initialize_distributed()
   tokenizer = _run_tokenizer(model_dir, initial_checkpoint_path, tokenizer)
   params_io.check_vocab_fits(tokenizer, model_config, model_dir)
-  loss_fn, train_data = bind_tokenizer(loss_fn, train_data, tokenizer)
+  loss_fn, train_data = bind_tokenizer(training.loss_fn, train_data, tokenizer)
   if eval_data is not None:
     eval_data = bind_tokenizer(loss_fn, eval_data, tokenizer)[1]
-  os.makedirs(model_dir, exist_ok=True)
+  run_io.makedirs(model_dir)
   if jax.process_index() == 0:
-    tokenizer.save(os.path.join(model_dir, "tokenizer"))
+    tokenizer.save(run_io.join(model_dir, "tokenizer"))
     if on_start is not None:
       on_start(model_dir)
-  trainer = Trainer(model_config, optimizer, partitioning.make_mesh(mesh), rules, loss_fn, accum_steps)
-  checkpointer = Checkpointer(model_dir, checkpoint_every, keep_checkpoints, async_checkpoints)
+  trainer = Trainer(model_config, training.optimizer, partitioning.make_mesh(mesh), rules, loss_fn,
+                    training.accum_steps)
+  checkpoint_every, log_every = training.cadence(train_steps)
+  checkpointer = Checkpointer(model_dir, checkpoint_every, training.keep_checkpoints, training.async_checkpoints)
   logger = MetricLogger(model_dir)
+  logger.text(f"training: {training.describe()}; checkpoints every {checkpoint_every} steps")
 
   latest = checkpointer.latest_step()
   if latest is not None:
@@ -115,7 +115,7 @@ def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSourc
     logger.text(f"resumed from {checkpointer.directory} at step {latest}")
   else:
     params = _initial_params(initial_checkpoint_path, model_config, trainer) if initial_checkpoint_path else None
-    state = trainer.init_state(seed, params)
+    state = trainer.init_state(training.seed, params)
     start = 0
     logger.text(f"started from {initial_checkpoint_path or 'random init'}; {param_count(model_config):,} params")
 
@@ -143,8 +143,8 @@ def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSourc
           metrics["mfu"] = tokens_per_s * flops_per_token / (peak * jax.device_count())
         logger.scalars(step, metrics, "train")
         window_start, window_steps = time.time(), 0
-      if eval_data is not None and eval_every and step % eval_every == 0:
-        evaluate(trainer, state, eval_data, eval_batches, step, logger, num_data_shards)
+      if eval_data is not None and training.eval_every and step % training.eval_every == 0:
+        evaluate(trainer, state, eval_data, training.eval_batches, step, logger, num_data_shards)
       if guard.should_stop():
         checkpointer.save(step, state, {"batches_consumed": step}, force=True)
         checkpointer.close()
@@ -160,11 +160,11 @@ def train(*, model_dir: str, model_config: DecoderConfig, train_data: BatchSourc
       params = jax.jit(unstack_layers)(params)
     export_config = model_config.replace(scan_layers=False)
   hf = params_io.hf_source(initial_checkpoint_path) if initial_checkpoint_path else {}
-  params_io.save_params(params, export_config, os.path.join(model_dir, "export"), tokenizer, overwrite=True, hf=hf,
-                        provenance={"step": step, "model_dir": os.path.abspath(model_dir),
+  params_io.save_params(params, export_config, run_io.join(model_dir, "export"), tokenizer, overwrite=True, hf=hf,
+                        provenance={"step": step, "model_dir": run_io.absolute(model_dir),
                                     "initial_checkpoint_path": initial_checkpoint_path})
   logger.text(f"done at step {step}; params fingerprint {params_fingerprint(state.params)}; "
-              f"params exported to {os.path.join(model_dir, 'export')} (for mathft-infer)")
+              f"params exported to {run_io.join(model_dir, 'export')} (for mathft-infer)")
   logger.close()
   return state
 
@@ -181,13 +181,11 @@ def evaluate(trainer: Trainer, state: TrainState, data: BatchSource, num_batches
 
 def main() -> None:
   import gin
-
   from mathft_jax import gin_main
   from mathft_jax.training import train as train_module  # the importable module, whatever __main__ is
 
   def write_config(model_dir: str) -> None:
-    with open(os.path.join(model_dir, "config.gin"), "w") as f:
-      f.write(gin.config_str())
+    run_io.write_atomic(run_io.join(model_dir, "config.gin"), gin.config_str())
 
   gin_main.parse(sys.argv[1:])
   configured = gin.get_configurable(train_module.train)

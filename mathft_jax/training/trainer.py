@@ -5,7 +5,6 @@ iterator of this host's rows of batches `start, start+1, ...` as dicts of numpy 
 names, see `train_step`). Batches must be a deterministic function of their index so that resuming at a step
 reads what an uninterrupted run would have read.
 """
-import contextlib
 import hashlib
 from typing import Iterator, Optional, Protocol
 
@@ -17,8 +16,16 @@ import numpy as np
 from mathft_jax import partitioning
 from mathft_jax.models import DecoderConfig
 from mathft_jax.training.optim import OptimizerConfig, make_optimizer, make_schedule
-from mathft_jax.training.train_step import (LossFn, TrainState, abstract_train_state, init_train_state, make_eval_step,
-                                   make_train_step, model_apply_fn, next_token_loss)
+from mathft_jax.training.train_step import (
+  LossFn,
+  TrainState,
+  abstract_train_state,
+  init_train_state,
+  make_eval_step,
+  make_train_step,
+  model_apply_fn,
+  next_token_loss,
+)
 
 
 class BatchSource(Protocol):
@@ -51,16 +58,10 @@ class Trainer:
     self._eval_step = jax.jit(make_eval_step(apply_fn, loss_fn),
                               in_shardings=(self.state_shardings.params, batch_sharding))
 
-  def _context(self) -> contextlib.ExitStack:
-    stack = contextlib.ExitStack()
-    stack.enter_context(jax.set_mesh(self.mesh))
-    stack.enter_context(nn.logical_axis_rules(self.rules))
-    return stack
-
   def init_state(self, seed: int, params: Optional[dict] = None) -> TrainState:
     """Random init (or given params, e.g. from an imported checkpoint), created directly in its shardings."""
     rng = jax.random.PRNGKey(seed)
-    with self._context():
+    with partitioning.on_mesh(self.mesh, self.rules):
       if params is None:
         return jax.jit(lambda r: init_train_state(self.model_config, self.optimizer, r),
                        out_shardings=self.state_shardings)(rng)
@@ -72,13 +73,13 @@ class Trainer:
     return partitioning.shard_host_batch(host_batch, self.mesh)
 
   def train_step(self, state: TrainState, host_batch: dict) -> tuple[TrainState, dict]:
-    with self._context():
+    with partitioning.on_mesh(self.mesh, self.rules):
       return self._train_step(state, self.global_batch(host_batch))
 
   def eval_sums(self, params: dict, host_batches) -> dict:
     """Adds up the loss sums over eval batches (then `train_step.summarize` them)."""
     total = None
-    with self._context():
+    with partitioning.on_mesh(self.mesh, self.rules):
       for host_batch in host_batches:
         sums = self._eval_step(params, self.global_batch(host_batch))
         total = sums if total is None else jax.tree_util.tree_map(jnp.add, total, sums)
