@@ -1,7 +1,7 @@
 """T5X-style gin flags for the binaries: `--gin_file=F` (repeatable), `--gin.NAME=VALUE`, `--gin_search_paths=a,b`.
 
 Only binaries' `__main__` code imports this; library modules stay free of gin. Gin files are looked up in the
-search paths, then the current directory, then this repository's `gin/` folder.
+search paths, then the current directory, then the package's own `mathft_jax/gin/` folder (installed with it).
 """
 import logging
 import os
@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence
 
 import gin
 
-REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+PACKAGE_GIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gin")
 
 
 class GinConfigError(ValueError):
@@ -51,7 +51,7 @@ def _quiet_include_probes(record: logging.LogRecord) -> bool:
 
 def parse(argv: Sequence[str]) -> None:
   files, bindings, paths = parse_flags(argv)
-  search = paths + [os.getcwd(), REPO_GIN_DIR]
+  search = paths + [os.getcwd(), PACKAGE_GIN_DIR]
   for path in search:
     gin.add_config_file_search_path(path)
   root = logging.getLogger()

@@ -153,7 +153,8 @@ def test_synthetic_level1_sums_take_every_route():
 def test_demo_lengths_hold_every_level1_solution():
   # Byte-level: a solution takes len(utf-8) tokens plus end of sequence; one cut in training or sampling would teach
   # or grade a truncated solution (an earlier demo configuration cut 41% of them).
-  gin_text = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "gin", "recipes", "demo.gin")).read()
+  from mathft_jax import gin_main
+  gin_text = open(os.path.join(gin_main.PACKAGE_GIN_DIR, "recipes", "demo.gin")).read()
   targets = int(re.search(r'TASK_FEATURE_LENGTHS = \{"inputs": (\d+), "targets": (\d+)\}', gin_text).group(2))
   max_new = int(re.search(r"infer.SamplingConfig.max_new_tokens = (\d+)", gin_text).group(1))
   longest = max(len(r["solution"].encode()) + 1 for split in synthetic.SPLITS

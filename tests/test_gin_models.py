@@ -2,12 +2,13 @@
 import glob
 import os
 
+import gin
 import pytest
 
-import gin
+from mathft_jax import gin_main
 from mathft_jax.models import DecoderConfig, param_count, preset
 
-GIN_DIR = os.path.join(os.path.dirname(__file__), "..", "gin", "models")
+GIN_DIR = os.path.join(gin_main.PACKAGE_GIN_DIR, "models")
 FILES = sorted(f for f in glob.glob(os.path.join(GIN_DIR, "*.gin")) if not f.endswith("from_checkpoint.gin"))
 
 

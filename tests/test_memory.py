@@ -3,11 +3,11 @@ import glob
 import math
 import os
 
+import gin
 import jax
 import jax.numpy as jnp
 import pytest
 
-import gin
 from mathft_jax import gin_main, partitioning
 from mathft_jax.inference.infer import SamplingConfig
 from mathft_jax.models import preset
@@ -71,7 +71,7 @@ def test_remat_and_sharding_lower_the_estimate_in_the_expected_order():
   assert cache == 32 * 2 * 64 * 2048 * 2 * 128 * 2  # layers x (k, v) x rows x slots x kv heads/4 x head_dim x bf16
 
 
-SCALE_RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "gin", "recipes", "scale", "*.gin")))
+SCALE_RECIPES = sorted(glob.glob(os.path.join(gin_main.PACKAGE_GIN_DIR, "recipes", "scale", "*.gin")))
 
 
 @pytest.mark.parametrize("path", SCALE_RECIPES, ids=os.path.basename)

@@ -49,7 +49,7 @@ def test_inference_and_reranking_run_without_tensorflow(tmp_path):
   from mathft_jax.text.tokenizer import BYTE
   cfg = preset("tiny", {"num_layers": 1})
   save_params(init_params(cfg, jax.random.PRNGKey(0)), cfg, str(tmp_path / "ckpt"), BYTE)
-  flags = [f"--gin_file={REPO}/gin/runs/infer.gin", f"--gin.CHECKPOINT_PATH='{tmp_path / 'ckpt'}'",
+  flags = ["--gin_file=runs/infer.gin", f"--gin.CHECKPOINT_PATH='{tmp_path / 'ckpt'}'",
            "--gin.PROBLEMS='synthetic:test:3'", "--gin.NUM_SAMPLES=2", "--gin.MAX_NEW_TOKENS=8"]
   _run_blocked("mathft_jax.inference.infer", [*flags, f"--gin.OUTPUT_DIR='{tmp_path / 'samples'}'"], str(tmp_path))
   _run_blocked("mathft_jax.inference.infer", [*flags, f"--gin.OUTPUT_DIR='{tmp_path / 'scores'}'",

@@ -1,7 +1,7 @@
 """Decoder architecture config and the named presets (tiny, Llama-3, Qwen2.5, Gemma, PaLM-style).
 
 One frozen dataclass describes every supported family; the presets are the single source of the real sizes
-(gin files under `gin/models/` name a preset and may override fields).
+(gin files under `mathft_jax/gin/models/` name a preset and may override fields).
 """
 import dataclasses
 from typing import Any, Optional
