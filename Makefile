@@ -30,7 +30,7 @@ demo: $(DATA_STAMP)
 	$(PY) -m mathft_jax.demo
 
 lint: $(TEST_STAMP)
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --no-cache .
 
 test: lint
 	$(PY) -m pytest -q tests

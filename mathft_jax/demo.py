@@ -10,6 +10,7 @@ runs/demo/accuracy_vs_n.png and a full report per generator under runs/demo/eval
 import sys
 
 import gin
+
 from mathft_jax import gin_main, recipe, run_io
 
 

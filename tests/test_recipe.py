@@ -77,6 +77,7 @@ def test_a_recipe_gin_file_sets_what_mathft_train_can(tmp_path, capsys):
   """Accumulation and checkpoint cadence set in a recipe gin file reach the SSFT stage, through the same
   `train_config.TrainingConfig` that `mathft-train` reads."""
   import gin
+
   from mathft_jax import gin_main, recipe
 
   def run(run_dir, *lines):
@@ -133,6 +134,8 @@ def test_two_hosts_share_the_run_dir(tmp_path):
   assert sum(1 for name in os.listdir(chunks) for _ in open(chunks / name)) == 4 * 2
   assert "| metric | ssft |" in open(tmp_path / "report.md").read()
   assert all("done: " in out for out in outs)
+  noise = ("I0000", "W0000", "E0000", "WARNING: All log messages", "uncached FunctionDataset", "cuInit")
+  assert not [line for out in outs for line in out.splitlines() if any(n in line for n in noise)]  # a quiet start
   assert outs[0].count("re-ranked ") == 2 and "re-ranked " not in outs[1]  # train grading + eval_ssft, host 0 only
   leftovers = [n for _, _, files in os.walk(tmp_path) for n in files if ".tmp" in n]
   assert not leftovers, leftovers

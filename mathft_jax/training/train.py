@@ -181,6 +181,7 @@ def evaluate(trainer: Trainer, state: TrainState, data: BatchSource, num_batches
 
 def main() -> None:
   import gin
+
   from mathft_jax import gin_main
   from mathft_jax.training import train as train_module  # the importable module, whatever __main__ is
 
