@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -170,3 +171,62 @@ def test_grade_file_and_errors(tmp_path):
   path.write_text(path.read_text() + '{"problem_id": "p3", "text": 5}\n')
   with pytest.raises(CandidateFileError, match=r"cands\.jsonl:4: malformed"):
     grade_file(str(path), {"p1": "1", "p2": "1"}, str(out))
+
+
+# One family per kind of blow-up: each member is rejected before evaluation or runs out of its time bound.
+HOSTILE_FAMILIES = {
+    "huge sums and products": [r"\sum_{n=1}^{10^{12}} n^{n}", r"\sum_{k=0}^{\infty} \frac{1}{k!}",
+                               r"\prod_{k=1}^{10^{9}} k", r"\sum_{n=1}^{N} n^{n}"],
+    "integrals, also improper, oscillating and iterated": [
+        r"\int_{0}^{\infty} \sin(x^2)\,dx", r"\int_0^1 \sin(1/x)\, dx", r"\int_0^1\int_0^1 \frac{1}{1-xy}\,dx\,dy"],
+    "limits and derivatives": [r"\lim_{x \to 0} \frac{\sin(x)}{x}", r"\lim_{n\to\infty} (1+1/n)^{n^{n}}",
+                               r"\frac{d}{dx} x^{x^{x}}"],
+    "towers in any position": [r"\sin(9^{9^{9}})", r"\frac{1}{2^{2^{2^{2^{2}}}}}", r"\sqrt{10^{10^{10}}}",
+                               r"x^{10^{10}}+1", r"\log(10^{10^{100}})", r"\left(3^{3^{3}}\right)^{3^{3^{3}}}"],
+    "huge factorials, gammas and binomials": [r"(10^{6})!", r"\Gamma(10^{7})", r"\binom{10^{8}}{5\cdot 10^{7}}",
+                                              r"1000!!", r"(99!)!"],
+    "huge numbers": ["9" * 79 + "^{" + "9" * 79 + "}", r"10^{1999}\cdot 10^{1999} \cdot 10^{1999}"],
+    "expansion and simplification": [r"(x+y+z+1)^{200}", r"(1+x)^{999}-(1+x)^{998}", r"\sin^{500}(x)+\cos^{500}(x)"],
+}
+BOUND = 2.0  # seconds: is_equivalent / grade / answer_key (`seconds`), cluster (`budget` here)
+
+
+def test_hostile_families_return_within_their_bound():
+  """The direct API, each call timed in a child process (killed if the whole run hangs): at most 3x the bound."""
+  script = textwrap.dedent("""
+      import json, sys, time
+      from mathft_jax.grading import answer_key, cluster, grade, is_equivalent
+      worst = {}
+      for family, members in json.loads(sys.stdin.read()).items():
+        for s in members:
+          for other in ("5", "x+1", s):
+            for call in (lambda: is_equivalent(s, other, seconds=%(b)s),
+                         lambda: grade("So $\\\\boxed{" + s + "}$.", other, seconds=%(b)s),
+                         lambda: answer_key(s, seconds=%(b)s), lambda: cluster([s, other, "5", s], budget=%(b)s)):
+              start = time.monotonic()
+              call()
+              worst[family] = max(worst.get(family, 0.0), time.monotonic() - start)
+      print(json.dumps(worst))
+  """ % {"b": BOUND})
+  proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(HOSTILE_FAMILIES), capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  worst = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert set(worst) == set(HOSTILE_FAMILIES)
+  assert max(worst.values()) <= 3 * BOUND, worst
+
+
+def test_one_worker_batch_grading_and_rerank_finish_on_hostile_answers(tmp_path):
+  """grade_problems with a single worker still grades in a killable process; mathft-rerank finishes."""
+  texts = [f"So the answer is $\\boxed{{{s}}}$." for members in HOSTILE_FAMILIES.values() for s in members]
+  start = time.monotonic()
+  results = list(grade_problems([(texts + [r"\boxed{5}"], "5")], num_workers=1, timeout=30))
+  assert time.monotonic() - start < 90 and results[0]["correct"][-1] and not any(results[0]["correct"][:-1])
+  candidates = tmp_path / "candidates.jsonl"
+  candidates.write_text("".join(json.dumps({"problem_id": "p", "sample_id": i, "text": t}) + "\n"
+                                for i, t in enumerate(texts)))
+  (tmp_path / "refs.jsonl").write_text(json.dumps({"problem_id": "p", "answer": "5"}) + "\n")
+  proc = subprocess.run([sys.executable, "-m", "mathft_jax.reranking.rerank", "--candidates", str(candidates),
+                         "--references", str(tmp_path / "refs.jsonl"), "--output_dir", str(tmp_path / "out"),
+                         "--num_workers", "1"], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0 and (tmp_path / "out" / "metrics.json").exists(), proc.stderr[-2000:]

@@ -12,22 +12,26 @@ import time
 from multiprocessing.connection import wait
 from typing import Iterable, Iterator, Optional, Sequence
 
+from mathft_jax.grading import symbolic
 from mathft_jax.grading.equivalence import cluster, is_equivalent
 from mathft_jax.grading.extract import extract_answer
 
 
-def grade_problem(texts: Sequence[Optional[str]], reference: Optional[str], use_sympy: bool = True) -> dict:
+def grade_problem(texts: Sequence[Optional[str]], reference: Optional[str], use_sympy: bool = True,
+                  budget: float = 20.0) -> dict:
   """One problem's N solution texts -> {"answers", "clusters", "correct"} (lists of length N).
 
   Correctness is decided once per cluster (its first member against the reference), so all members of a cluster
-  share one verdict. Samples without an answer are in cluster -1 and incorrect.
+  share one verdict. Samples without an answer are in cluster -1 and incorrect. Symbolic work gets `budget`
+  seconds in all (clustering at most half of it); past that, answers compare by their keys.
   """
   answers = [extract_answer(t) for t in texts]
-  clusters = cluster(answers, use_sympy=use_sympy)
-  verdict: dict[int, bool] = {}
-  for a, c in zip(answers, clusters):
-    if c >= 0 and c not in verdict:
-      verdict[c] = bool(reference) and (is_equivalent(a, reference) if use_sympy else _string_equal(a, reference))
+  with symbolic.budget(budget):
+    clusters = cluster(answers, use_sympy=use_sympy, budget=budget / 2)
+    verdict: dict[int, bool] = {}
+    for a, c in zip(answers, clusters):
+      if c >= 0 and c not in verdict:
+        verdict[c] = bool(reference) and (is_equivalent(a, reference) if use_sympy else _string_equal(a, reference))
   return {"answers": answers, "clusters": clusters, "correct": [verdict.get(c, False) for c in clusters]}
 
 
@@ -85,12 +89,13 @@ class _Pool:
 
 def grade_problems(problems: Iterable[tuple[Sequence[Optional[str]], Optional[str]]], num_workers: int = 0,
                    timeout: float = 60.0) -> Iterator[dict]:
-  """Grades (texts, reference) pairs; yields results in input order. num_workers=0 means one per CPU."""
+  """Grades (texts, reference) pairs; yields results in input order. num_workers=0 means one per CPU. Every
+  problem is graded in a worker process that is killed past `timeout` seconds, whatever the worker count (one
+  worker too: C code that SIGALRM cannot interrupt must not hang the caller)."""
   problems = list(problems)
-  num_workers = min(num_workers or os.cpu_count() or 1, max(1, len(problems)))
-  if num_workers == 1:
-    yield from (grade_problem(t, r) for t, r in problems)
+  if not problems:
     return
+  num_workers = min(num_workers or os.cpu_count() or 1, len(problems))
   pool = _Pool(num_workers)
   results: dict[int, dict] = {}
   busy: dict[int, tuple[int, float]] = {}  # worker -> (problem index, start time)

@@ -43,7 +43,8 @@ def _rational_key(r: sympy.Rational) -> str:
 
 @lru_cache(maxsize=200_000)
 def scalar(text: str, use_sympy: bool = True) -> Scalar:
-  """Canonical form of one normalized scalar answer (huge numbers are compared as strings only)."""
+  """Canonical form of one normalized scalar answer (huge numbers are compared as strings only). Raises
+  symbolic.Timeout, uncached, when parsing or evaluating runs out of time."""
   if _DECIMAL.fullmatch(text) and len(text) <= symbolic.MAX_DIGITS:
     r = sympy.Rational(text)
     return Scalar(text, _rational_key(r), r, complex(r))
@@ -74,10 +75,20 @@ def _key(node, use_sympy: bool) -> str:
   return {"set": "{%s}", "list": "{%s}", "union": "U(%s)"}[kind] % inner
 
 
-def answer_key(answer: Optional[str], use_sympy: bool = True) -> Optional[str]:
-  """Hashable canonical key of an answer (None for no answer): equal keys imply equivalent answers."""
+def answer_key(answer: Optional[str], use_sympy: bool = True, seconds: float = 2.0) -> Optional[str]:
+  """Hashable canonical key of an answer (None for no answer): equal keys imply equivalent answers. Symbolic work
+  gets `seconds` in all; past that the key is the normalized string's."""
   text = normalize(answer)
-  return _key(structure(text), use_sympy) if text else None
+  if not text:
+    return None
+  node = structure(text)
+  if use_sympy:
+    try:
+      with symbolic.budget(seconds):
+        return _key(node, True)
+    except symbolic.Timeout:
+      pass
+  return _key(node, False)
 
 
 def _scalars_equal(a: Scalar, b: Scalar, seconds: float) -> bool:
@@ -115,13 +126,18 @@ def _nodes_equal(x, y, seconds: float) -> bool:
 
 
 def is_equivalent(a: Optional[str], b: Optional[str], seconds: float = 2.0) -> bool:
-  """Whether two answers (LaTeX strings, e.g. a model's and the reference) are mathematically equal."""
+  """Whether two answers (LaTeX strings, e.g. a model's and the reference) are mathematically equal; symbolic work
+  gets `seconds` in all (past that: not equal)."""
   na, nb = normalize(a), normalize(b)
   if not na or not nb:
     return False
   if na == nb:
     return True
-  return _nodes_equal(structure(na), structure(nb), seconds)
+  try:
+    with symbolic.budget(seconds):
+      return _nodes_equal(structure(na), structure(nb), seconds)
+  except symbolic.Timeout:
+    return False
 
 
 def grade(text: Optional[str], reference: str, seconds: float = 2.0) -> bool:
@@ -147,9 +163,22 @@ class _UnionFind:
 
 
 def cluster(answers: Sequence[Optional[str]], max_pair_checks: int = 200, seconds: float = 1.0,
-            use_sympy: bool = True) -> list[int]:
-  """Cluster ids for N answers: 0, 1, ... in order of first appearance; -1 for no answer."""
-  keys = [answer_key(a, use_sympy) for a in answers]
+            use_sympy: bool = True, budget: float = 10.0) -> list[int]:
+  """Cluster ids for N answers: 0, 1, ... in order of first appearance; -1 for no answer. Symbolic work gets
+  `budget` seconds in all (each pair check `seconds`); past it, answers are merged by their keys alone."""
+  with symbolic.budget(budget):
+    return _cluster(answers, max_pair_checks, seconds, use_sympy)
+
+
+def _scalar_or_none(text: str) -> Optional[Scalar]:
+  try:
+    return scalar(text)
+  except symbolic.Timeout:
+    return None
+
+
+def _cluster(answers, max_pair_checks: int, seconds: float, use_sympy: bool) -> list[int]:
+  keys = [answer_key(a, use_sympy, seconds) for a in answers]
   distinct: dict[str, int] = {}
   reps = []
   for a, k in zip(answers, keys):
@@ -162,7 +191,7 @@ def cluster(answers: Sequence[Optional[str]], max_pair_checks: int = 200, second
     constants = []
     others = []
     for i, node in enumerate(reps):
-      s = scalar(node[1]) if node[0] == "scalar" else None
+      s = _scalar_or_none(node[1]) if node[0] == "scalar" else None
       if s is not None and s.value is not None:
         constants.append((s.value.real, s.value.imag, i))
       elif not (s is not None and s.key.startswith("s:")):
@@ -181,8 +210,11 @@ def cluster(answers: Sequence[Optional[str]], max_pair_checks: int = 200, second
         if checks >= max_pair_checks:
           break
         checks += 1
-        if _nodes_equal(reps[i], reps[j], seconds):
-          groups.union(i, j)
+        try:
+          if _nodes_equal(reps[i], reps[j], seconds):
+            groups.union(i, j)
+        except symbolic.Timeout:  # out of time for this pair (or for the whole call): not merged
+          pass
   root_to_id: dict[int, int] = {}
   ids = []
   for k in keys:
