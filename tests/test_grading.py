@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mathft_jax.grading import answer_key, cluster, extract_answer, grade, is_equivalent
+from mathft_jax.grading import answer_key, cluster, extract_answer, extract_answers, grade, is_equivalent
 from mathft_jax.grading.batch import CandidateFileError, grade_file, grade_problem, grade_problems
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "math")
@@ -27,6 +27,16 @@ EQUAL = [
     ("3x+2y=6", "6-2y-3x=0"),
     ("x^{4}+4x^{3}+6x^{2}+4x+1+y^{4}+4y^{3}+6y^{2}+4y+1+z^{4}+4z^{3}+6z^{2}+4z+1", "(x+1)^4+(y+1)^4+(z+1)^4"),
     (r"\boxed{4}", "4"), (r"\dfrac{-1}{3}", r"-\frac{1}{3}"), ("1.50", "1.5"),
+    # Relations, equations, named values, several answers, matrices, words (#19).
+    (r"x \ge 5", "x>=5"), (r"5\geq x", r"x\leq 5"), ("-x>-1", "x<1"), (r"x \neq 3", "x != 3"),
+    (r"-2\le x<7", "[-2,7)"), (r"0<f(x)<1", "(0,1)"), (r"x\in[0,1]", "[0,1]"),
+    ("2x+4y-3=0", r"y=-\frac{1}{2}x+\frac{3}{4}"), (r"\frac{x^2}{4}+\frac{y^2}{3}=1", r"\frac{x^2}{16}+\frac{y^2}{12}=\frac14"),
+    ("(p,q)=(3,2)", "(3,2)"), ("f(x)=x+1", "1+x"), ("x=5+5+1=11", "11"), (r"x\approx 1.41", "1.41"),
+    (r"x=2 \text{ or } x=3", r"\{2,3\}"), (r"\pm 2", "2, -2"), ("19, 46, and 82", "19,46,82"),
+    (r"\begin{bmatrix}1&2\\3&4\end{bmatrix}", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}"),
+    (r"\left[\begin{array}{cc}1&2\\3&4\end{array}\right]", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}"),
+    ("28 percent", r"28\%"), (r"11,\!111", "11111"), (r"\frac{1}{12}", "0.0833333333333333"),
+    (r"\sum_{k=0}^{n-1} F_k F_{n-k-1}", r"\sum_{k=0}^{n-1} F_{n-k-1} F_k"), ("(1,2),(1,2),(3,4)", "(3,4),(1,2)"),
 ]
 # Near misses: (model answer, reference), each judged NOT equivalent.
 DIFFERENT = [
@@ -38,6 +48,10 @@ DIFFERENT = [
     (r"\sqrt25", r"\sqrt{25}"),  # LaTeX reads \sqrt25 as \sqrt{2}5
     ("[40, 24]", "(40, 24)"), ("(55, 9)", "55, 9"),  # bracket types and points vs solution lists are strict
     (r"\text{Monday}", "dynamo"), (r"\text{listen}", r"\text{silent}"),  # words, not products of letters
+    ("x>5", r"x\geq5"), ("x>5", "x<5"), ("x>-1", "-x>-1"), ("2x+4y=3", "2x+4y=4"),
+    ("a+3z=0", "0"), ("7=11a+c", "11a+c"),  # an equation is not its right side
+    ("32, 349", "32349"), ("12:00", "1:00"), (r"\frac13", "0.33"), (r"\pm 2", "2"),
+    (r"\sum_{k=0}^{n-1} F_k F_{n-k-1}", r"\sum_{k=0}^{n-2} F_k F_{n-k-2}"),
 ]
 
 
@@ -61,9 +75,29 @@ def test_near_misses_are_different(answer, reference):
     ("...\nFinal Answer: The final answer is $42$. I hope it is correct.", "42"),
     ("The final answer is 17.", "17"),
     ("no answer at all", None), ("", None), (None, None), (r"\boxed{}", None),
+    (r"The roots are $\boxed{1}$ and $\boxed{9}$.", "1, 9"), (r"So $\boxed{28}$ or $\boxed{28_9}$.", "28_9"),
+    (r"$\boxed{255}$ so far. Final Answer: The final answer is $10,455$. I hope it is correct.", "10,455"),
+    ("Final Answer: The largest $n$ is 34.", "34"), ("Therefore $x \\geq 5$ is the solution.", "x \\geq 5"),
+    ("So the probability is 2/3. <|im_start|>user", "2/3"), ("The roots are $2$ or $3$.", "2, 3"),
+    ("It costs 1,000.99€", "1,000.99"), ("Soucis : 2,74 $ a..", "2.74"), ("Answer \\[ 9 \\]", "9"),
+    ("We add 3 and 4 and then", "4"), (r"We add 3 and then \boxed{7", None),  # an unclosed box: no answer
 ])
 def test_extract_answer(text, expected):
   assert extract_answer(text) == expected
+
+
+def test_several_boxes_grade_as_a_list_or_by_the_last_one():
+  text = r"The solutions are $\boxed{1}$ and $\boxed{9}$."
+  assert extract_answers(text) == ["1", "9"]
+  assert grade(text, "9, 1") and grade(text, "9") and not grade(text, "1")  # MATH's references keep the last box
+
+
+def test_numeric_tolerance_is_a_setting_with_a_strict_default():
+  assert not is_equivalent("0.333", r"\frac13") and is_equivalent("0.333", r"\frac13", rel_tol=1e-2)
+  assert not grade(r"$\boxed{3.1416}$", r"\pi") and grade(r"$\boxed{3.1416}$", r"\pi", rel_tol=1e-4)
+  assert cluster(["0.333", r"\frac13"]) == [0, 1] and cluster(["0.333", r"\frac13"], rel_tol=1e-2) == [0, 0]
+  with pytest.raises(ValueError, match="rel_tol"):
+    is_equivalent("1", "1.5", rel_tol=1.0)
 
 
 def test_grade_and_cluster():
@@ -86,17 +120,22 @@ def test_cluster_matches_pairwise_equivalence():
 
 @pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared/data/math is absent")
 def test_every_math_reference_answer_is_recovered():
-  """All 12,500 MATH solutions: extracted answer == the file's `answer` (up to surrounding spaces), equivalent."""
-  mismatches = []
+  """All 12,500 MATH solutions: the last extracted part == the file's `answer` (up to surrounding spaces), and the
+  solution grades correct against its own answer (also where several boxes are joined, "$\\boxed{1}$ and
+  $\\boxed{9}$", of which MATH keeps the last)."""
+  mismatches, joined = [], 0
   for split in ("train", "test"):
     with open(os.path.join(SHARED, f"{split}.jsonl")) as f:
       for line in f:
         record = json.loads(line)
-        extracted = extract_answer(record["solution"])
+        parts = extract_answers(record["solution"])
         expected = record["answer"].strip() or None  # two train solutions box nothing: no reference answer
-        if extracted != expected or (expected and not is_equivalent(extracted, record["answer"])):
+        extracted = parts[-1] if parts else None
+        joined += len(parts) > 1
+        if extracted != expected or (expected and not grade(record["solution"], record["answer"])):
           mismatches.append((record["unique_id"], extracted, record["answer"]))
   assert not mismatches, mismatches[:5]
+  assert 5 <= joined <= 40, joined  # 9 of 12,500
 
 
 HOSTILE = [

@@ -14,8 +14,10 @@ Before any evaluation, `symbolic.is_tame` rejects the inputs that no time bound 
 factorials, integrals, limits, long sums; see `symbolic`), so their verdicts do not depend on timing. Symbolic
 work needs the main thread's SIGALRM timer; in other threads answers compare by their string keys.
 """
-from mathft_jax.grading.equivalence import answer_key, cluster, grade, is_equivalent
-from mathft_jax.grading.extract import extract_answer
+from mathft_jax.grading.equivalence import answer_key, cluster, grade, is_equivalent, parts_equivalent
+from mathft_jax.grading.extract import extract_answer, extract_answers
 from mathft_jax.grading.normalize import normalize
+from mathft_jax.grading.symbolic import STRICT, tolerance
 
-__all__ = ["answer_key", "cluster", "extract_answer", "grade", "is_equivalent", "normalize"]
+__all__ = ["STRICT", "answer_key", "cluster", "extract_answer", "extract_answers", "grade", "is_equivalent",
+           "normalize", "parts_equivalent", "tolerance"]

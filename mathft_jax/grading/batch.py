@@ -13,25 +13,28 @@ from multiprocessing.connection import wait
 from typing import Iterable, Iterator, Optional, Sequence
 
 from mathft_jax.grading import symbolic
-from mathft_jax.grading.equivalence import cluster, is_equivalent
-from mathft_jax.grading.extract import extract_answer
+from mathft_jax.grading.equivalence import cluster, parts_equivalent
+from mathft_jax.grading.extract import extract_answers
 
 
 def grade_problem(texts: Sequence[Optional[str]], reference: Optional[str], use_sympy: bool = True,
-                  budget: float = 20.0) -> dict:
+                  budget: float = 20.0, rel_tol: float = symbolic.STRICT) -> dict:
   """One problem's N solution texts -> {"answers", "clusters", "correct"} (lists of length N).
 
   Correctness is decided once per cluster (its first member against the reference), so all members of a cluster
   share one verdict. Samples without an answer are in cluster -1 and incorrect. Symbolic work gets `budget`
-  seconds in all (clustering at most half of it); past that, answers compare by their keys.
+  seconds in all (clustering at most half of it); past that, answers compare by their keys. Numbers within
+  `rel_tol` (relative) are equal.
   """
-  answers = [extract_answer(t) for t in texts]
+  parts = [extract_answers(t) for t in texts]
+  answers = [", ".join(p) or None for p in parts]
   with symbolic.budget(budget):
-    clusters = cluster(answers, use_sympy=use_sympy, budget=budget / 2)
+    clusters = cluster(answers, use_sympy=use_sympy, budget=budget / 2, rel_tol=rel_tol)
     verdict: dict[int, bool] = {}
-    for a, c in zip(answers, clusters):
+    for p, a, c in zip(parts, answers, clusters):
       if c >= 0 and c not in verdict:
-        verdict[c] = bool(reference) and (is_equivalent(a, reference) if use_sympy else _string_equal(a, reference))
+        verdict[c] = bool(reference) and (parts_equivalent(p, reference, rel_tol=rel_tol) if use_sympy
+                                          else _string_equal(a, reference) or _string_equal(p[-1], reference))
   return {"answers": answers, "clusters": clusters, "correct": [verdict.get(c, False) for c in clusters]}
 
 
@@ -45,8 +48,8 @@ def _worker(conn) -> None:
     task = conn.recv()
     if task is None:
       return
-    index, texts, reference = task
-    conn.send((index, grade_problem(texts, reference)))
+    index, texts, reference, rel_tol = task
+    conn.send((index, grade_problem(texts, reference, rel_tol=rel_tol)))
 
 
 class _Pool:
@@ -88,7 +91,7 @@ class _Pool:
 
 
 def grade_problems(problems: Iterable[tuple[Sequence[Optional[str]], Optional[str]]], num_workers: int = 0,
-                   timeout: float = 60.0) -> Iterator[dict]:
+                   timeout: float = 60.0, rel_tol: float = symbolic.STRICT) -> Iterator[dict]:
   """Grades (texts, reference) pairs; yields results in input order. num_workers=0 means one per CPU. Every
   problem is graded in a worker process that is killed past `timeout` seconds, whatever the worker count (one
   worker too: C code that SIGALRM cannot interrupt must not hang the caller)."""
@@ -105,7 +108,7 @@ def grade_problems(problems: Iterable[tuple[Sequence[Optional[str]], Optional[st
       for w in range(num_workers):
         if w not in busy and next_task < len(problems):
           texts, reference = problems[next_task]
-          pool.workers[w][1].send((next_task, list(texts), reference))
+          pool.workers[w][1].send((next_task, list(texts), reference, rel_tol))
           busy[w] = (next_task, time.monotonic())
           next_task += 1
       conns = {pool.workers[w][1]: w for w in busy}

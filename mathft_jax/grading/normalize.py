@@ -1,12 +1,13 @@
-"""String normalization of MATH answer forms, and splitting an answer into its structure.
+"""String normalization of MATH answer forms.
 
 `normalize` rewrites presentation-only differences away: `\\dfrac`/`\\tfrac`, `\\left`/`\\right`, spacing commands,
-units in `\\text{}`, degrees, percent, dollars, thousands separators, `x = 5`, trailing periods, mixed numbers,
-`\\frac34`, unicode minus and friends. `structure` then splits a normalized answer into tuples/intervals, sets,
-unordered lists ("1, 2"), unions, and scalars, so that each scalar can be compared on its own.
+units in `\\text{}`, degrees, percent, dollars, thousands separators, trailing periods, mixed numbers,
+`\\frac34`, unicode minus and friends; relation symbols (`>=`, `\\ge`, `\\geqslant` -> `\\geq`), matrix environments
+(`bmatrix`, `array` -> `pmatrix`), "and"/"or"/";" between parts of an answer -> ",". `structure` (its own module)
+then splits the result into its parts.
 """
 import re
-from typing import Optional, Union
+from typing import Optional
 
 from mathft_jax.grading.extract import matching_brace
 
@@ -19,9 +20,15 @@ _TEXT_COMMANDS = ("\\text", "\\textbf", "\\textit", "\\mbox", "\\mathrm", "\\mat
 _UNIT_WORDS = ("units", "unit", "sq", "square", "cubic", "inches", "inch", "in", "feet", "foot", "ft", "yards",
                "yard", "meters", "meter", "m", "cm", "mm", "km", "miles", "mile", "mph", "degrees", "degree",
                "dollars", "dollar", "cents", "cent", "hours", "hour", "minutes", "minute", "seconds", "second",
-               "days", "day", "pounds", "ounces", "gallons", "liters", "people", "students", "ways", "cups")
+               "days", "day", "pounds", "ounces", "gallons", "liters", "people", "students", "ways", "cups",
+               "percentage", "percent", "pct")
 _UNIT_RE = re.compile(r"(?<=[\d}])\s*(?:(?:%s)\b\s*\^?\{?\d?\}?\s*)+$" % "|".join(_UNIT_WORDS))
-_VAR_LHS = re.compile(r"^\s*[a-zA-Z](?:_\{?\w+\}?)?\s*=(?!=)(.+)$")
+_RELATIONS = ((r">=|\\geqslant|\\geq?(?![a-zA-Z])", "\\geq "), (r"<=|\\leqslant|\\leq?(?![a-zA-Z])", "\\leq "),
+              (r"!=|\\neq?(?![a-zA-Z])", "\\neq "), (r"\\lt(?![a-zA-Z])", "<"), (r"\\gt(?![a-zA-Z])", ">"))
+_MATRIX_ENVS = re.compile(r"\\(begin|end)\{(?:[bBvV]?matrix|smallmatrix)\}")
+_ARRAY = re.compile(r"\[?\\begin\{array\}\{[^{}]*\}(.*?)\\end\{array\}\]?", re.DOTALL)
+# "and"/"or" between two parts of an answer ("12 and 13", "(11,7) or (7,11)", "19, 46, and 82"): a list.
+_CONJUNCTION = re.compile(r"(?<=[\d)\]}])\s*,?\s*(?:and|or)\s*(?=[-\d(\[\\A-Za-z])")
 
 
 def _replace_text_groups(s: str) -> str:
@@ -66,20 +73,26 @@ def normalize(answer: Optional[str]) -> str:
   for k, v in _UNICODE.items():
     s = s.replace(k, v)
   s = s.replace("\n", " ").replace("\\$", "").replace("$", "")
+  s = re.sub(r"(?<!\\)\\\\(?=[a-zA-Z]{2})", r"\\", s)  # "\\\\frac" written for "\\frac"
+  s = re.sub(r",\\!\s*", ",", s)  # MATH's thousands: 11,\\!111
   s = _DROP.sub("", s)
-  s = re.sub(r"\\[dt]frac", r"\\frac", s)
+  s = re.sub(r"\\[dtc]frac", r"\\frac", s)
+  for pattern, replacement in _RELATIONS:
+    s = re.sub(pattern, replacement.replace("\\", "\\\\"), s)
+  s = _MATRIX_ENVS.sub(lambda m: "\\%s{pmatrix}" % m.group(1), s)
+  s = _ARRAY.sub(lambda m: "\\begin{pmatrix}%s\\end{pmatrix}" % m.group(1), s)
+  s = re.sub(r"\\\\\s*(?=\\end\{pmatrix\})", "", s)  # a row break before the end
   s = re.sub(r"\\[dt]binom", r"\\binom", s)
   s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "", s).replace("\\degree", "")
   s = s.replace("\\%", "").replace("%", "")
+  s = re.sub(r"\\text\{\s*(and|or)\s*\}", r" \1 ", s)
   s = _replace_text_groups(s)
   s = _UNIT_RE.sub("", s.strip())
-  lhs = _VAR_LHS.match(s)
-  if lhs and "=" not in lhs.group(1) and "," not in s:
-    s = lhs.group(1)
-  s = s.replace("{,}", "")
+  s = _CONJUNCTION.sub(",", s).replace(";", ",")
+  s = s.replace("{,}", "").strip()
+  if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?|-?\d{1,3}( \d{3})+(\.\d+)?", s):  # not "32, 349": a list
+    s = s.replace(",", "").replace(" ", "")
   s = re.sub(r"\s+", "", s)
-  if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
-    s = s.replace(",", "")
   s = s.rstrip(".").rstrip("\\")
   s = re.sub(r"(?<![\d.])\.(\d)", r"0.\1", s)  # .5 -> 0.5
   s = _braced_fracs(s)
@@ -88,81 +101,9 @@ def normalize(answer: Optional[str]) -> str:
   s = re.sub(r"^\(([A-Ea-e])\)$", r"\1", s)  # multiple choice "(C)"
   if s.startswith("\\boxed{") and s.endswith("}"):
     s = s[len("\\boxed{"):-1]
+  for _ in range(3):  # "{1,3}": a group, not a set
+    if s.startswith("{") and matching_brace(s, 0) == len(s) - 1:
+      s = s[1:-1]
+  if s.startswith("(\\begin{pmatrix}") and s.endswith("\\end{pmatrix})"):
+    s = s[1:-1]
   return s
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Structure: ("scalar", s) | ("seq", open, close, [items]) | ("set", [items]) | ("list", [items]) | ("union", [..])
-Structure = Union[tuple]
-_OPEN = {"(": ")", "[": "]", "\\{": "\\}"}
-
-
-def _split_top(s: str, sep: str) -> list[str]:
-  """Splits on `sep` outside (), [], {} and \\{ \\}."""
-  parts, depth, start, i = [], 0, 0, 0
-  while i < len(s):
-    if s.startswith("\\{", i) or s.startswith("\\}", i):
-      depth += 1 if s[i + 1] == "{" else -1
-      i += 2
-      continue
-    c = s[i]
-    if c in "([{":
-      depth += 1
-    elif c in ")]}":
-      depth -= 1
-    elif depth == 0 and s.startswith(sep, i):
-      parts.append(s[start:i])
-      start = i + len(sep)
-      i = start
-      continue
-    i += 1
-  parts.append(s[start:])
-  return parts
-
-
-def _bracket_steps(s: str):
-  """Yields (index after the token, depth change) for every bracket token, `\\{` and `\\}` included."""
-  i = 0
-  while i < len(s):
-    if s.startswith("\\{", i) or s.startswith("\\}", i):
-      yield i + 2, 1 if s[i + 1] == "{" else -1
-      i += 2
-      continue
-    if s[i] in "([{":
-      yield i + 1, 1
-    elif s[i] in ")]}":
-      yield i + 1, -1
-    i += 1
-
-
-def _enclosed(s: str, open_: str, close: str) -> bool:
-  """s is one bracketed group: the opening `open_` is closed by the final `close` and not before."""
-  if not (s.startswith(open_) and s.endswith(close)) or len(s) < len(open_) + len(close):
-    return False
-  depth = 0
-  for end, step in _bracket_steps(s):
-    depth += step
-    if depth <= 0:
-      return end == len(s) and depth == 0
-  return False
-
-
-def structure(s: str, depth: int = 0) -> Structure:
-  """Splits a normalized answer into its parts (see the module doc); depth-limited for hostile input."""
-  if depth > 8 or len(s) > 2000:
-    return ("scalar", s)
-  union = _split_top(s, "\\cup")
-  if len(union) > 1:
-    return ("union", [structure(p, depth + 1) for p in union])
-  if _enclosed(s, "\\{", "\\}"):
-    return ("set", [structure(p, depth + 1) for p in _split_top(s[2:-2], ",")])
-  for open_ in ("(", "["):
-    for close in (")", "]"):
-      if _enclosed(s, open_, close):
-        items = _split_top(s[1:-1], ",")
-        if len(items) > 1:
-          return ("seq", open_, close, [structure(p, depth + 1) for p in items])
-  items = _split_top(s, ",")
-  if len(items) > 1 and all(items):
-    return ("list", [structure(p, depth + 1) for p in items])
-  return ("scalar", s)

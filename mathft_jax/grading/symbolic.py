@@ -31,12 +31,14 @@ MAX_BRACE_DEPTH = 24
 MAX_NODES = 400
 MAX_RESULT_DIGITS = 2000
 MAX_TERMS = 1000  # of a literal sum or product
+STRICT = 1e-9  # the default numeric tolerance (relative): MATH's exact answers, float rounding aside
 
 
 class Timeout(Exception):
   pass
 
 
+_tolerance: list = [STRICT]  # the numeric tolerance in force (see `tolerance`)
 _budget: list = []  # deadlines (time.monotonic) of the enclosing `budget` blocks
 _timers: list = []  # deadlines of the armed `time_limit` blocks, innermost last
 _handlers: list = []  # the SIGALRM handler to restore when the outermost timer ends
@@ -44,6 +46,24 @@ _handlers: list = []  # the SIGALRM handler to restore when the outermost timer 
 
 def _raise_timeout(signum, frame):
   raise Timeout()
+
+
+@contextlib.contextmanager
+def tolerance(rel_tol: float):
+  """Numbers closer than `rel_tol * max(1, |a|, |b|)` are equal inside the block (default STRICT: 0.333 is not
+  1/3, 0.0833333333333333 is 1/12)."""
+  if not 0 <= rel_tol < 1:
+    raise ValueError(f"rel_tol must be in [0, 1), got {rel_tol}")
+  _tolerance.append(rel_tol)
+  try:
+    yield
+  finally:
+    _tolerance.pop()
+
+
+def close(a: complex, b: complex) -> bool:
+  """Numerically equal under the tolerance in force."""
+  return abs(a - b) <= _tolerance[-1] * max(1.0, abs(a), abs(b))
 
 
 @contextlib.contextmanager
@@ -114,28 +134,43 @@ def _short_range(limits) -> bool:
   return True
 
 
-def is_tame(expr) -> bool:
-  """True if sympy can do arithmetic on `expr` without blowing up (see the module doc)."""
+def _exponent_ok(base, exp) -> bool:
+  """A power of constants: its exponent is a number, or a tame constant that evaluates to a small one; the result
+  has at most MAX_RESULT_DIGITS digits."""
+  if not isinstance(exp, sympy.Number):
+    if not is_tame(exp):
+      return False
+    value = constant_value(exp)  # tame: bounded; a tower's inner power is already too big to be tame
+    if value is None or value.imag or abs(value.real) > 10_000:
+      return False
+    exp_value = value.real
+  elif abs(exp) > 10_000:
+    return False
+  else:
+    exp_value = float(exp)
+  big_base = isinstance(base, sympy.Number) and abs(base) > 1
+  return not (big_base and abs(exp_value) * math.log10(abs(float(base))) > MAX_RESULT_DIGITS)
+
+
+def is_tame(expr, structural: bool = False) -> bool:
+  """True if sympy can do arithmetic on `expr` without blowing up (see the module doc). `structural`: also admits
+  what is fine to hold and compare as a tree but never to evaluate (integrals, limits, derivatives, sums and
+  products with symbolic or long ranges)."""
   count = 0
   for node in sympy.preorder_traversal(expr):
     count += 1
     if count > MAX_NODES:
       return False
-    if isinstance(node, _UNBOUNDED):
+    if isinstance(node, _UNBOUNDED) and not structural:
       return False  # quadrature, series and symbolic calculus have no useful time bound
-    if isinstance(node, (sympy.Sum, sympy.Product)) and not _short_range(node.limits):
+    if isinstance(node, (sympy.Sum, sympy.Product)) and not structural and not _short_range(node.limits):
       return False
     if isinstance(node, sympy.Integer) and _digits(node) > MAX_DIGITS:
       return False
     if isinstance(node, sympy.Pow):
       base, exp = node.args
       if not base.free_symbols and not exp.free_symbols:
-        if not isinstance(exp, sympy.Number):
-          return False  # numeric exponent still to be evaluated, e.g. a power tower
-        if abs(exp) > 10_000:
-          return False
-        big_base = isinstance(base, sympy.Number) and abs(base) > 1
-        if big_base and abs(float(exp)) * math.log10(abs(float(base))) > MAX_RESULT_DIGITS:
+        if not _exponent_ok(base, exp):
           return False
       elif isinstance(exp, sympy.Number) and abs(exp) > 1000:
         return False
@@ -146,27 +181,44 @@ def is_tame(expr) -> bool:
 
 
 @lru_cache(maxsize=200_000)
-def parse_latex(s: str, seconds: float = 1.0):
-  """A tame sympy object for a normalized LaTeX scalar or matrix, or None (rejected or unparseable). Raises Timeout
-  when it runs out of time: that is not an answer about `s`, so it is not cached (another call may have the time)."""
+def _parse(s: str, seconds: float):
+  """(sympy object or None, tame) for a normalized LaTeX string. Raises Timeout, uncached, when out of time (that
+  is not an answer about `s`; another call may have the time)."""
   s = sanitize(s)
   if s is None:
-    return None
+    return None, False
   from latex2sympy2_extended import latex2sympy  # lazy: ANTLR start-up cost only when needed
   with time_limit(seconds):
     try:
       expr = latex2sympy(s)
+      if isinstance(expr, sympy.MatrixExpr) and not isinstance(expr, sympy.MatrixBase) and is_tame(expr):
+        expr = expr.doit()  # a sum or product of explicit matrices
       if isinstance(expr, (list, tuple)) or not isinstance(expr, (sympy.Basic, sympy.MatrixBase)):
-        return None
-      return expr if is_tame(expr) else None
+        return None, False
+      if expr.has(sympy.zoo, sympy.nan):  # `12:00` is a time, not 12/0
+        return None, False
+      return expr, is_tame(expr)
     except Timeout:
       raise
     except Exception:  # noqa: BLE001  latex2sympy raises many error types on malformed input
-      return None
+      return None, False
 
 
-def _close(a: complex, b: complex) -> bool:
-  return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+def parse_latex(s: str, seconds: float = 1.0):
+  """A tame sympy object for a normalized LaTeX scalar, relation or matrix, or None (rejected or unparseable).
+  Raises Timeout when it runs out of time."""
+  expr, tame = _parse(s, seconds)
+  return expr if tame else None
+
+
+def structural_key(s: str, seconds: float = 1.0) -> Optional[str]:
+  """For what parses but may not be evaluated (`\\sum_{k=0}^{n-1} F_k F_{n-k-1}`, an integral): its canonical
+  tree as a string, equal for equal trees up to sympy's ordering of sums and products; None otherwise."""
+  expr, tame = _parse(s, seconds)
+  if expr is None or tame:
+    return None
+  with time_limit(seconds):
+    return str(expr) if is_tame(expr, structural=True) else None
 
 
 def constant_value(expr, seconds: float = 1.0) -> Optional[complex]:
@@ -181,31 +233,53 @@ def constant_value(expr, seconds: float = 1.0) -> Optional[complex]:
   return value if all(math.isfinite(v) for v in (value.real, value.imag)) else None
 
 
+def _relation(r) -> tuple:
+  """An inequality as (d, op) with `d op 0`, op one of ">", ">=", "!=": `5 \\geq x` -> (5 - x, ">=")."""
+  if isinstance(r, (sympy.StrictGreaterThan, sympy.GreaterThan)):
+    return r.lhs - r.rhs, ">" if isinstance(r, sympy.StrictGreaterThan) else ">="
+  if isinstance(r, (sympy.StrictLessThan, sympy.LessThan)):
+    return r.rhs - r.lhs, ">" if isinstance(r, sympy.StrictLessThan) else ">="
+  return r.lhs - r.rhs, "!="
+
+
+def proportional(x, y, positive: bool = False) -> bool:
+  """x = c * y for a constant c != 0 (c > 0 with `positive`): equations `x = 0` and `y = 0`, or inequalities
+  `x > 0` and `y > 0`, with the same solutions. Call under a time limit."""
+  if x == y:
+    return True
+  if x == 0 or y == 0 or not is_tame(x) or not is_tame(y):
+    return False
+  ratio = sympy.simplify(x / y)
+  if not ratio.is_number or ratio == 0:
+    return False
+  return not positive or bool(ratio.is_positive)
+
+
 def _scalar_equal(x, y) -> bool:
   if x == y:
     return True
   if isinstance(x, sympy.Eq) and isinstance(y, sympy.Eq):
-    dx, dy = x.lhs - x.rhs, y.lhs - y.rhs
-    if _scalar_equal(dx, dy) or _scalar_equal(dx, -dy):
-      return True
-    ratio = sympy.simplify(dx / dy)
-    return bool(ratio.is_number and ratio != 0)
+    return proportional(x.lhs - x.rhs, y.lhs - y.rhs)
+  relations = (sympy.StrictGreaterThan, sympy.GreaterThan, sympy.StrictLessThan, sympy.LessThan, sympy.Ne)
+  if isinstance(x, relations) and isinstance(y, relations):
+    (dx, opx), (dy, opy) = _relation(x), _relation(y)
+    return opx == opy and proportional(dx, dy, positive=opx != "!=")
   if not isinstance(x, sympy.Expr) or not isinstance(y, sympy.Expr):
     return False
   vx, vy = constant_value(x), constant_value(y)
   if vx is not None and vy is not None:
-    return _close(vx, vy)
+    return close(vx, vy)
   diff = x - y
   if not is_tame(diff):
     return False
   if sympy.simplify(diff) == 0:
     return True
-  # Symbolic simplification can miss identities: probe at rational points (all must agree, none may fail).
+  # Symbolic simplification can miss identities: probe at rational points (all must vanish, none may fail).
   symbols = sorted(diff.free_symbols, key=str)
   for k, point in enumerate(((3, 7), (-5, 11), (13, 17))):
     values = {s: sympy.Rational(point[0] + i, point[1] + k) for i, s in enumerate(symbols)}
     v = constant_value(diff.subs(values))
-    if v is None or not _close(v, 0):
+    if v is None or abs(v) > STRICT:  # identities are exact, whatever the numeric tolerance
       return False
   return True
 

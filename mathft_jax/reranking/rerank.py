@@ -22,6 +22,7 @@ import numpy as np
 
 from mathft_jax import run_io
 from mathft_jax.grading.batch import CandidateFileError, grade_problems, group_candidates
+from mathft_jax.grading.symbolic import STRICT
 from mathft_jax.reranking import metrics as rm
 from mathft_jax.text.problems import load_problems
 
@@ -87,8 +88,9 @@ def _summary(per_problem: np.ndarray, seed: int, resamples: int) -> dict:
 
 def rerank(*, candidates: str, references: str, output_dir: str, scores: Optional[str] = None,
            greedy: Optional[str] = None, k_clusters: int = 8, num_subsets: int = 100, num_workers: int = 0,
-           bootstrap: int = 1000, seed: int = 0, score_field: str = "score") -> dict:
-  """Grades, clusters and re-ranks; writes the outputs (see the module doc) and returns metrics.json's dict."""
+           bootstrap: int = 1000, seed: int = 0, score_field: str = "score", rel_tol: float = STRICT) -> dict:
+  """Grades, clusters and re-ranks; writes the outputs (see the module doc) and returns metrics.json's dict.
+  `rel_tol`: the grader's numeric tolerance (relative; default strict, MATH's exact answers)."""
   t0 = time.time()
   refs = read_references(references)
   by_problem = _read_records(candidates)
@@ -100,7 +102,7 @@ def rerank(*, candidates: str, references: str, output_dir: str, scores: Optiona
   missing = sum((pid, int(r["sample_id"])) not in score_map for pid in ids for r in by_problem[pid]) if scores else 0
   use_scores = bool(scores) and missing == 0
   graded = list(grade_problems([([r["text"] for r in by_problem[p]], refs[p]["answer"]) for p in ids],
-                               num_workers=num_workers))
+                               num_workers=num_workers, rel_tol=rel_tol))
   t_grade = time.time() - t0
   n = min(len(by_problem[p]) for p in ids)
   ks = sorted({2 ** i for i in range(int(np.log2(n)) + 1)} | {n})
@@ -113,7 +115,7 @@ def rerank(*, candidates: str, references: str, output_dir: str, scores: Optiona
     curves[pid] = rm.problem_curves(g["clusters"][:n], g["correct"][:n], s, ks, k_clusters, num_subsets, seed + j,
                                     control_scores=control)
   names = list(curves[ids[0]])
-  metrics = {"strategies": {}, "by_level": {}, "by_subject": {}}
+  metrics = {"strategies": {}, "by_level": {}, "by_subject": {}, "grading": {"rel_tol": rel_tol}}
   for name in names:
     table = np.array([curves[p][name] for p in ids])  # [P, len(ks)]
     metrics["strategies"][name] = {str(k): _summary(table[:, i], seed, bootstrap) for i, k in enumerate(ks)}
@@ -128,7 +130,8 @@ def rerank(*, candidates: str, references: str, output_dir: str, scores: Optiona
   if greedy:
     g_records = _read_records(greedy)
     g_ids = [p for p in ids if p in g_records]
-    g_graded = grade_problems([([g_records[p][0]["text"]], refs[p]["answer"]) for p in g_ids], num_workers)
+    g_graded = grade_problems([([g_records[p][0]["text"]], refs[p]["answer"]) for p in g_ids], num_workers,
+                              rel_tol=rel_tol)
     metrics["greedy_pass@1"] = _summary(np.array([r["correct"][0] for r in g_graded], float), seed, bootstrap)
   flat_labels = np.array([c for g in graded for c in g["correct"]])
   flat_groups = [p for p in ids for _ in by_problem[p]]
@@ -223,10 +226,12 @@ def main(argv=None) -> None:
   p.add_argument("--num_workers", type=int, default=0)
   p.add_argument("--score_field", default="score", choices=SCORE_FIELDS,
                  help="score: the evaluator's label probability; likelihood: per-token solution probability (seq)")
+  p.add_argument("--rel_tol", type=float, default=STRICT,
+                 help="numeric tolerance of the grader, relative (default: strict, MATH's exact answers)")
   a = p.parse_args(argv)
   rerank(candidates=a.candidates, references=a.references, output_dir=a.output_dir, scores=a.scores,
          greedy=a.greedy, k_clusters=a.k_clusters, num_subsets=a.num_subsets, num_workers=a.num_workers,
-         score_field=a.score_field)
+         score_field=a.score_field, rel_tol=a.rel_tol)
 
 
 if __name__ == "__main__":
