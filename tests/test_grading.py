@@ -30,7 +30,8 @@ EQUAL = [
     # Relations, equations, named values, several answers, matrices, words (#19).
     (r"x \ge 5", "x>=5"), (r"5\geq x", r"x\leq 5"), ("-x>-1", "x<1"), (r"x \neq 3", "x != 3"),
     (r"-2\le x<7", "[-2,7)"), (r"0<f(x)<1", "(0,1)"), (r"x\in[0,1]", "[0,1]"),
-    ("2x+4y-3=0", r"y=-\frac{1}{2}x+\frac{3}{4}"), (r"\frac{x^2}{4}+\frac{y^2}{3}=1", r"\frac{x^2}{16}+\frac{y^2}{12}=\frac14"),
+    ("2x+4y-3=0", r"y=-\frac{1}{2}x+\frac{3}{4}"),
+    (r"\frac{x^2}{4}+\frac{y^2}{3}=1", r"\frac{x^2}{16}+\frac{y^2}{12}=\frac14"),
     ("(p,q)=(3,2)", "(3,2)"), ("f(x)=x+1", "1+x"), ("x=5+5+1=11", "11"), (r"x\approx 1.41", "1.41"),
     (r"x=2 \text{ or } x=3", r"\{2,3\}"), (r"\pm 2", "2, -2"), ("19, 46, and 82", "19,46,82"),
     (r"\begin{bmatrix}1&2\\3&4\end{bmatrix}", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}"),
