@@ -71,6 +71,21 @@ def load_cases(tests_dir: pathlib.Path) -> list[tuple[str, str, str, bool]]:
   return cases
 
 
+def grade_cases(cases) -> list[tuple]:
+  """(table, gold, pred, expected, ours) of each case, graded by the project's full path."""
+  return [(table, gold, pred, expected, grade(pred, extract_answer(gold) or gold))
+          for table, gold, pred, expected in cases]
+
+
+def summary(results) -> str:
+  """The agreement line: overall, and apart from the deliberate differences."""
+  agree = sum(r[3] == r[4] for r in results)
+  deliberate = sum(r[3] != r[4] and (r[1], r[2]) in DELIBERATE for r in results)
+  return (f"Math-Verify's test suite: agreement with the expected verdicts {agree / len(results):.1%} "
+          f"({agree}/{len(results)}); apart from {deliberate} deliberate differences: "
+          f"{agree / (len(results) - deliberate):.1%} ({agree}/{len(results) - deliberate})")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--tests_dir", required=True, type=pathlib.Path, help="a Math-Verify checkout's tests/")
@@ -80,18 +95,12 @@ def main() -> None:
   if not cases:
     raise SystemExit(f"{args.tests_dir}: no parametrized (gold, pred, expected) tables found")
   start = time.time()
-  results = []
-  for table, gold, pred, expected in cases:
-    ours = grade(pred, extract_answer(gold) or gold)
-    results.append((table, gold, pred, expected, ours))
+  results = grade_cases(cases)
   seconds = time.time() - start
-  agree = sum(r[3] == r[4] for r in results)
   missed = [r for r in results if r[3] != r[4]]
   deliberate = [r for r in missed if (r[1], r[2]) in DELIBERATE]
   print(f"{len(cases)} default-setting cases from {args.tests_dir}, graded in {seconds:.1f}s")
-  print(f"agreement with the expected verdicts: {agree / len(cases):.1%} ({agree}/{len(cases)}); "
-        f"apart from {len(deliberate)} deliberate differences: "
-        f"{agree / (len(cases) - len(deliberate)):.1%} ({agree}/{len(cases) - len(deliberate)})")
+  print(summary(results))
   tables: dict[str, list[int]] = {}
   for r in results:
     tables.setdefault(r[0], [0, 0])[r[3] == r[4]] += 1

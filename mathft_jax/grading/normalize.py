@@ -7,6 +7,7 @@ units in `\\text{}`, degrees, percent, dollars, thousands separators, trailing p
 then splits the result into its parts.
 """
 import re
+from functools import lru_cache
 from typing import Optional
 
 from mathft_jax.grading.extract import matching_brace
@@ -65,6 +66,7 @@ def _braced_fracs(s: str) -> str:
   return s
 
 
+@lru_cache(maxsize=100_000)
 def normalize(answer: Optional[str]) -> str:
   """A normalized LaTeX string ('' for no answer); equal strings mean equal answers."""
   if not answer:

@@ -1,6 +1,6 @@
 """Splitting a normalized answer into its parts, so that each scalar can be compared on its own.
 
-Nodes:
+Nodes (cached: treat them as read-only):
 - ("scalar", s): one expression (or a relation, `x\\geq5`, compared as a relation);
 - ("seq", open, close, [items]): a tuple, point or interval (`(1,2)`, `[0,1)`); chained inequalities around a
   name (`-2\\leq x<7`) are intervals too;
@@ -12,6 +12,7 @@ A chain `x=5+5+1=11` and a computation `3\\cdot4=12` are their last parts; `1\\p
 `a\\approx b` is `a` (`x\\approx 1.4` is 1.4).
 """
 import re
+from functools import lru_cache
 from typing import Optional
 
 Structure = tuple
@@ -112,6 +113,7 @@ def _plus_minus(s: str) -> Optional[Structure]:
   return ("list", [("scalar", parts[0] + "+" + parts[1]), ("scalar", parts[0] + "-" + parts[1])])
 
 
+@lru_cache(maxsize=100_000)
 def structure(s: str, depth: int = 0) -> Structure:
   """Splits a normalized answer into its parts (see the module doc); depth-limited for hostile input."""
   if depth > 8 or len(s) > 2000:

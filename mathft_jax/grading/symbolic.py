@@ -242,13 +242,35 @@ def _relation(r) -> tuple:
   return r.lhs - r.rhs, "!="
 
 
+_PROBES = ((3, 7), (-5, 11), (13, 17))
+
+
+def _probe_values(symbols) -> list[dict]:
+  """Three rational points, one value per symbol (sorted by name), away from small integers and each other."""
+  return [{s: sympy.Rational(p + i, q + k) for i, s in enumerate(symbols)} for k, (p, q) in enumerate(_PROBES)]
+
+
 def proportional(x, y, positive: bool = False) -> bool:
   """x = c * y for a constant c != 0 (c > 0 with `positive`): equations `x = 0` and `y = 0`, or inequalities
-  `x > 0` and `y > 0`, with the same solutions. Call under a time limit."""
+  `x > 0` and `y > 0`, with the same solutions. Probed at three rational points (the ratio must be the same
+  nonzero number at each); only where a probe cannot be evaluated does sympy's `simplify` decide. Call under a
+  time limit."""
   if x == y:
     return True
   if x == 0 or y == 0 or not is_tame(x) or not is_tame(y):
     return False
+  ratios = []
+  for values in _probe_values(sorted(x.free_symbols | y.free_symbols, key=str)):
+    vx, vy = constant_value(x.subs(values)), constant_value(y.subs(values))
+    if vx is None or vy is None or vy == 0:
+      ratios = None
+      break
+    ratios.append(vx / vy)
+  if ratios is not None:
+    same = all(abs(r - ratios[0]) <= STRICT * max(1.0, abs(ratios[0])) for r in ratios)
+    if not same or abs(ratios[0]) <= STRICT:
+      return False
+    return not positive or (abs(ratios[0].imag) <= STRICT and ratios[0].real > 0)
   ratio = sympy.simplify(x / y)
   if not ratio.is_number or ratio == 0:
     return False
@@ -272,16 +294,17 @@ def _scalar_equal(x, y) -> bool:
   diff = x - y
   if not is_tame(diff):
     return False
-  if sympy.simplify(diff) == 0:
-    return True
-  # Symbolic simplification can miss identities: probe at rational points (all must vanish, none may fail).
-  symbols = sorted(diff.free_symbols, key=str)
-  for k, point in enumerate(((3, 7), (-5, 11), (13, 17))):
-    values = {s: sympy.Rational(point[0] + i, point[1] + k) for i, s in enumerate(symbols)}
+  # Probe at rational points first (cheap): a value away from 0 decides "different"; all three vanishing decides
+  # "identical" (identities are exact, whatever the numeric tolerance). Only where a probe cannot be evaluated
+  # (a pole, a log of a negative) does sympy's slower `simplify` decide.
+  undecided = False
+  for values in _probe_values(sorted(diff.free_symbols, key=str)):
     v = constant_value(diff.subs(values))
-    if v is None or abs(v) > STRICT:  # identities are exact, whatever the numeric tolerance
+    if v is None:
+      undecided = True
+    elif abs(v) > STRICT:
       return False
-  return True
+  return not undecided or sympy.simplify(diff) == 0
 
 
 def symbolic_equal(x, y, seconds: float = 2.0) -> bool:
