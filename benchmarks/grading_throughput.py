@@ -44,7 +44,8 @@ def _family(rng: random.Random) -> tuple[str, str, list[str], list[str]]:
     same = [f"{a}\\sqrt{b}" if b < 10 else f"{a}\\sqrt{{{b}}}", f"\\sqrt{{{a * a * b}}}", f"{a} \\sqrt{{{b}}}"]
     return family, f"{a}\\sqrt{{{b}}}", same, [f"{a}\\sqrt{{{b + 1}}}", f"\\sqrt{{{a * b}}}", str(a * b)]
   if family == "pi":
-    return (family, f"\\frac{{{a}\\pi}}{{{b}}}", [f"\\frac{{{a}}}{{{b}}}\\pi", f"{a}\\pi/{b}", f"\\dfrac{{{a}\\pi}}{{{b}}}"],
+    return (family, f"\\frac{{{a}\\pi}}{{{b}}}",
+            [f"\\frac{{{a}}}{{{b}}}\\pi", f"{a}\\pi/{b}", f"\\dfrac{{{a}\\pi}}{{{b}}}"],
             [f"\\frac{{{a}}}{{{b}}}", f"\\frac{{{b}\\pi}}{{{a}}}", f"{a}\\pi"])
   if family == "polynomial":
     return (family, f"x^2+{2 * a}x+{a * a}", [f"(x+{a})^2", f"x^{{2}} + {2 * a}x + {a * a}", f"{a * a}+{2 * a}x+x^2"],
@@ -70,7 +71,8 @@ def _family(rng: random.Random) -> tuple[str, str, list[str], list[str]]:
     m = f"{a} & {b} \\\\ {b} & {a}"
     return (family, f"\\begin{{pmatrix}} {m} \\end{{pmatrix}}", [f"\\begin{{bmatrix}} {m} \\end{{bmatrix}}",
                                                                  f"\\begin{{pmatrix}}{a}&{b}\\\\{b}&{a}\\end{{pmatrix}}"],
-            [f"\\begin{{pmatrix}} {b} & {a} \\\\ {a} & {b} \\end{{pmatrix}}", f"\\begin{{pmatrix}} {a} & {b} \\end{{pmatrix}}"])
+            [f"\\begin{{pmatrix}} {b} & {a} \\\\ {a} & {b} \\end{{pmatrix}}",
+             f"\\begin{{pmatrix}} {a} & {b} \\end{{pmatrix}}"])
   if family == "percent":
     return family, f"{a}\\%", [f"{a}\\%", f"{a} percent", f"{a}%"], [f"{a + 1}\\%", f"{a / 10:g}\\%"]
   if family == "solutions":
