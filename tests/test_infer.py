@@ -84,6 +84,30 @@ def test_shards_union_equals_single_run(tmp_path, checkpoint):
     assert {k: v for k, v in a.items() if k != "logprob"} == {k: v for k, v in b.items() if k != "logprob"}
 
 
+def test_shared_engine_samples_depend_on_problem_and_sample_only(tmp_path, checkpoint):
+  """The shared-prompt engine: other batch and chunk sizes, shards, a mesh give the same samples; greedy equals the
+  classic engine's."""
+  shared = dataclasses.replace(SAMPLING, engine="shared")
+  infer(output_dir=str(tmp_path / "a"), checkpoint_path=checkpoint, **{**SAMPLE, "sampling": shared})
+  other = dataclasses.replace(shared, batch_size=1, chunk_size=3)
+  for shard in (1, 0):
+    infer(output_dir=str(tmp_path / "b"), checkpoint_path=checkpoint, shard_id=shard, num_shards=2,
+          **{**SAMPLE, "sampling": other})
+  a, b = _records(str(tmp_path / "a")), _records(str(tmp_path / "b"))
+  key = lambda r: (r["problem_id"], r["sample_id"])  # noqa: E731
+  assert len(a) == len(b) == 30
+  for x, y in zip(sorted(a, key=key), sorted(b, key=key)):  # log-probs to float32 rounding (other batch shapes)
+    assert x["logprob"] == pytest.approx(y["logprob"], abs=1e-3)
+    assert {k: v for k, v in x.items() if k != "logprob"} == {k: v for k, v in y.items() if k != "logprob"}
+  assert json.load(open(os.path.join(str(tmp_path / "a"), "manifest.json")))["engine"] == "shared"
+  greedy = {**SAMPLE, "sampling": dataclasses.replace(SAMPLING, num_samples=1, temperature=0.0)}
+  infer(output_dir=str(tmp_path / "g1"), checkpoint_path=checkpoint, **greedy)
+  infer(output_dir=str(tmp_path / "g2"), checkpoint_path=checkpoint,
+        **{**greedy, "sampling": dataclasses.replace(greedy["sampling"], engine="shared")})
+  assert [r["text"] for r in _records(str(tmp_path / "g1"))] == [r["text"] for r in _records(str(tmp_path / "g2"))]
+  assert "engine" not in json.load(open(os.path.join(str(tmp_path / "g1"), "manifest.json")))
+
+
 def test_score_mode_scores_and_logliks(tmp_path, checkpoint):
   samples = str(tmp_path / "s")
   infer(output_dir=samples, checkpoint_path=checkpoint, **SAMPLE)

@@ -12,9 +12,11 @@ shard-<s>-of-<S>.COMPLETE.
 import dataclasses
 import json
 import time
+import zlib
 from typing import Optional, Sequence
 
 import jax
+import numpy as np
 
 from mathft_jax import partitioning, run_io
 from mathft_jax.inference import decoding, scoring
@@ -41,6 +43,8 @@ class SamplingConfig:
   prompt_format: "generator" (models fine-tuned here) or "few_shot" (4 exemplars, for pretrained checkpoints).
   mesh: decode and score over this host's local devices (params restored straight into their shards; problems
     over data x fsdp, so batch_size must divide evenly); None = one device.
+  engine: "classic" or "shared" (the prompt's KV held once, live-length attention, a random stream per sample:
+    `decoding.make_generate_fn`); greedy samples are the same, sampled ones are other draws.
   """
   num_samples: int = 64
   temperature: float = 1.0
@@ -52,11 +56,15 @@ class SamplingConfig:
   stop_strings: tuple = ()
   prompt_format: str = "generator"
   mesh: Optional[MeshConfig] = None
+  engine: str = "classic"
 
   def settings(self) -> dict:
-    """What decides the samples (the mesh does not): the manifest's part."""
+    """What decides the samples (the mesh does not): the manifest's part. The classic engine is left out, as in
+    the manifests written before there was a choice."""
     out = {k: v for k, v in dataclasses.asdict(self).items() if k != "mesh"}
     out["stop_strings"] = list(self.stop_strings)
+    if self.engine == "classic":
+      del out["engine"]
     return out
 
 
@@ -101,7 +109,7 @@ class _Sampler:
       self.fns[length] = decoding.make_generate_fn(
           self.cfg, num_samples=s.num_samples, max_new_tokens=s.max_new_tokens, sampler=_sampler(s),
           eos_id=tok.eos_id, pad_id=tok.pad_id, stop_sequences=tuple(tuple(tok.encode(x)) for x in s.stop_strings),
-          mesh=self.mesh)
+          mesh=self.mesh, engine=s.engine)
     return self.fns[length]
 
   def chunk(self, problems: list[dict], chunk_rng) -> list[str]:
@@ -110,7 +118,11 @@ class _Sampler:
       ids = [tok.prompt_ids(self.make_prompt(p["problem"])) for p in padded]
       length = decoding.bucket_length(max(map(len, ids)))
       tokens, mask = decoding.left_pad(ids, length, tok.pad_id)
-      out = jax.device_get(self._fn(length)(self.params, tokens, mask, jax.random.fold_in(chunk_rng, b)))
+      if self.sampling.engine == "shared":
+        keys = np.asarray([zlib.crc32(p["problem_id"].encode()) & 0x7FFFFFFF for p in padded], np.int32)
+        out = jax.device_get(self._fn(length)(self.params, tokens, mask, chunk_rng, keys))
+      else:
+        out = jax.device_get(self._fn(length)(self.params, tokens, mask, jax.random.fold_in(chunk_rng, b)))
       for i, problem in enumerate(real):
         for s in range(n):
           row = i * n + s
@@ -175,7 +187,10 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str,
   else:
     items, per_chunk = problem_list, sampling.chunk_size
     sampler = _Sampler(cfg, params, tok, sampling, device_mesh)
-    run_chunk = lambda chunk, c: sampler.chunk(chunk, jax.random.fold_in(jax.random.PRNGKey(seed), c))  # noqa
+    if sampling.engine == "shared":  # one random stream per (problem id, sample): chunks and batches do not matter
+      run_chunk = lambda chunk, c: sampler.chunk(chunk, jax.random.PRNGKey(seed))  # noqa: E731
+    else:
+      run_chunk = lambda chunk, c: sampler.chunk(chunk, jax.random.fold_in(jax.random.PRNGKey(seed), c))  # noqa
   num_chunks = -(-len(items) // per_chunk)
   written = total_tokens = 0
   start = time.time()

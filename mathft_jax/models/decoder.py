@@ -55,10 +55,10 @@ class Block(nn.Module):
   config: DecoderConfig
 
   @nn.compact
-  def __call__(self, x, cos, sin, mask, layer_cache=None, cache_index=None):
+  def __call__(self, x, cos, sin, mask, layer_cache=None, cache_index=None, attend=None):
     cfg = self.config
     h = Norm(cfg, name="attn_norm")(x)
-    attn, layer_cache = Attention(cfg, name="attn")(h, cos, sin, mask, layer_cache, cache_index)
+    attn, layer_cache = Attention(cfg, name="attn")(h, cos, sin, mask, layer_cache, cache_index, attend)
     if cfg.parallel_block:
       x = x + attn + GatedMlp(cfg, name="mlp")(h)
     else:
@@ -73,13 +73,17 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: Array, positions: Optional[Array] = None, segment_ids: Optional[Array] = None,
-               cache: Optional[KVCache] = None) -> tuple[Array, Optional[KVCache]]:
+               cache: Optional[KVCache] = None, attend=None) -> tuple[Array, Optional[KVCache]]:
     """tokens [B, L] int; positions [B, L] (default: slot index); segment_ids [B, L] (default: all 1).
 
     With a cache, the L tokens are written at slots index..index+L-1 and attend to every earlier written slot.
-    Returns logits [B, L, V] float32 and the updated cache (None without one).
+    Returns logits [B, L, V] float32 and the updated cache (None without one). With `attend(layer, q, k, v) ->
+    (out, state)` instead (unscanned layers only), each layer's attention is that function's, and the second
+    result is the tuple of the layers' states (see `mathft_jax.inference.shared_prompt`).
     """
     cfg = self.config
+    if attend is not None:
+      return self._with_attend(tokens, positions, attend)
     batch, length = tokens.shape
     start = cache.index if cache is not None else 0
     q_slots = start + jnp.arange(length, dtype=jnp.int32)
@@ -95,12 +99,8 @@ class Decoder(nn.Module):
       k_segments = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids, (0, start))
       mask = attention_mask(segment_ids, q_slots, k_segments, jnp.arange(cache.max_length, dtype=jnp.int32))
 
-    embedding = param_with_axes(self, "embedding", nn.initializers.normal(cfg.d_model ** -0.5),
-                                (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), cfg.param_dtype)
-    x = jnp.take(embedding, tokens, axis=0).astype(cfg.dtype)
-    if cfg.scale_embeddings:
-      x = x * jnp.asarray(cfg.d_model ** 0.5, cfg.dtype)
-    x = constrain(x, ("batch", "length", "embed"))
+    embedding = self._embedding()
+    x = self._embed(embedding, tokens)
     cos, sin = rope_tables(positions, cfg)
 
     block_cls = Block
@@ -122,6 +122,27 @@ class Decoder(nn.Module):
           new_keys.append(layer_cache[0])
           new_values.append(layer_cache[1])
 
+    logits = self._logits(embedding, x)
+    if cache is not None:
+      cache = KVCache(keys=tuple(new_keys), values=tuple(new_values), segment_ids=k_segments,
+                      index=start + length)
+    return logits, cache
+
+
+  def _embedding(self) -> Array:
+    cfg = self.config
+    return param_with_axes(self, "embedding", nn.initializers.normal(cfg.d_model ** -0.5),
+                           (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), cfg.param_dtype)
+
+  def _embed(self, embedding: Array, tokens: Array) -> Array:
+    cfg = self.config
+    x = jnp.take(embedding, tokens, axis=0).astype(cfg.dtype)
+    if cfg.scale_embeddings:
+      x = x * jnp.asarray(cfg.d_model ** 0.5, cfg.dtype)
+    return constrain(x, ("batch", "length", "embed"))
+
+  def _logits(self, embedding: Array, x: Array) -> Array:
+    cfg = self.config
     x = Norm(cfg, name="final_norm")(x)
     if cfg.tie_embeddings:
       logits = x @ embedding.astype(cfg.dtype).T
@@ -129,12 +150,20 @@ class Decoder(nn.Module):
       head = param_with_axes(self, "lm_head", nn.initializers.normal(cfg.d_model ** -0.5),
                              (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), cfg.param_dtype)
       logits = x @ head.astype(cfg.dtype)
-    logits = constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+    return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
-    if cache is not None:
-      cache = KVCache(keys=tuple(new_keys), values=tuple(new_values), segment_ids=k_segments,
-                      index=start + length)
-    return logits, cache
+  def _with_attend(self, tokens: Array, positions: Array, attend) -> tuple[Array, tuple]:
+    cfg = self.config
+    if cfg.scan_layers:
+      raise ValueError("attend needs unscanned layers: unstack_layers(params) and scan_layers=False")
+    embedding = self._embedding()
+    x = self._embed(embedding, tokens)
+    cos, sin = rope_tables(positions, cfg)
+    states = []
+    for i in range(cfg.num_layers):
+      x, state = Block(cfg, name=f"layer_{i}")(x, cos, sin, None, attend=lambda q, k, v, i=i: attend(i, q, k, v))
+      states.append(state)
+    return self._logits(embedding, x), tuple(states)
 
 
 def remat_policy(name: str):

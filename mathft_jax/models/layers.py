@@ -117,23 +117,33 @@ class Attention(nn.Module):
     return constrain(y, ("batch", "length", heads_axis, "head_dim"))
 
   @nn.compact
-  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array,
+  def __call__(self, x: Array, cos: Array, sin: Array, mask: Optional[Array],
                layer_cache: Optional[tuple[Array, Array]] = None,
-               cache_index: Optional[Array] = None) -> tuple[Array, Optional[tuple[Array, Array]]]:
+               cache_index: Optional[Array] = None, attend=None) -> tuple[Array, Optional[tuple[Array, Array]]]:
     """x [B, L, E]; cos/sin [B, L, D]; mask [B, 1, L, S] bool; layer_cache (k, v) each [B, S, K, D].
 
-    Returns the output [B, L, E] and the updated (k, v) cache (None without a cache).
+    Returns the output [B, L, E] and the updated (k, v) cache (None without a cache). `attend`, when given, replaces
+    the cache and the attention: (q [B, L, H, D], k, v [B, L, K, D]) -> (out [B, L, H, D], its own cache state),
+    e.g. the shared-prompt decoding of `mathft_jax.inference.shared_prompt`.
     """
     cfg = self.config
     q = apply_rope(self._proj(x, "q", cfg.num_heads, "heads"), cos, sin)
     k = apply_rope(self._proj(x, "k", cfg.num_kv_heads, "kv_heads"), cos, sin)
     v = self._proj(x, "v", cfg.num_kv_heads, "kv_heads")
+    if attend is not None:
+      out, layer_cache = attend(q, k, v)
+      return self._output(out), layer_cache
     if layer_cache is not None:
       k_cache, v_cache = layer_cache
       k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, cache_index, 0, 0))
       v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
       layer_cache = (k, v)
     out = grouped_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, cfg.head_dim ** -0.5)
+    return self._output(out), layer_cache
+
+  def _output(self, out: Array) -> Array:
+    """Per-head attention output [B, L, H, D] -> [B, L, E] (called inside `__call__`)."""
+    cfg = self.config
     out = constrain(out, ("batch", "length", "heads", "head_dim"))
     w_o = param_with_axes(self, "o_kernel", fan_in_init((0, 1), 2), (cfg.num_heads, cfg.head_dim, cfg.d_model),
                           ("heads", "head_dim", "embed"), cfg.param_dtype)
@@ -141,7 +151,7 @@ class Attention(nn.Module):
     if cfg.out_bias:
       y = y + param_with_axes(self, "o_bias", nn.initializers.zeros, (cfg.d_model,), ("embed",),
                               cfg.param_dtype).astype(cfg.dtype)
-    return constrain(y, ("batch", "length", "embed")), layer_cache
+    return constrain(y, ("batch", "length", "embed"))
 
 
 _ACT = {
