@@ -201,3 +201,15 @@ def test_shared_attention_is_the_softmax_over_prompt_and_generated_keys():
   m_all = jnp.concatenate([rep(pmask), gmask], 1)[:, None, None, :]
   np.testing.assert_allclose(np.asarray(out), np.asarray(grouped_attention(q, k_all, v_all, m_all, dim ** -0.5)),
                              atol=1e-5)
+
+
+def test_inverse_cdf_draw_is_exact_and_never_draws_impossible_tokens():
+  from mathft_jax.inference.shared_prompt import inverse_cdf_draw
+  logits = jnp.log(jnp.asarray([0.5, 0.0, 0.2, 0.3, 0.0] + [0.0] * 7, jnp.float32))  # V = 12: 3 blocks of 5
+  draws = 20000
+  u = jax.random.uniform(jax.random.PRNGKey(0), (draws,))
+  u = u.at[:3].set(jnp.asarray([0.0, 0.9999999, np.nextafter(np.float32(1), np.float32(0))]))
+  tokens = np.asarray(inverse_cdf_draw(jnp.broadcast_to(logits, (draws, 12)), u, block=5))
+  counts = np.bincount(tokens, minlength=12)
+  assert counts[[1, 4, 5, 6, 7, 8, 9, 10, 11]].sum() == 0 and tokens[0] == 0 and tokens[2] == 3
+  assert scipy.stats.chisquare(counts[[0, 2, 3]], np.asarray([0.5, 0.2, 0.3]) * draws).pvalue > 1e-3

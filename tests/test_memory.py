@@ -69,6 +69,9 @@ def test_remat_and_sharding_lower_the_estimate_in_the_expected_order():
   assert fsdp.params * 8 == single.params and fsdp.activations == single.activations
   cache = estimate_sampling(preset("llama3_8b"), partitioning.MeshConfig(1, 1, 4), 4, 4, 16, 2048).kv_cache
   assert cache == 32 * 2 * 64 * 2048 * 2 * 128 * 2  # layers x (k, v) x rows x slots x kv heads/4 x head_dim x bf16
+  shared = estimate_sampling(preset("llama3_8b"), partitioning.MeshConfig(1, 1, 4), 4, 4, 16, 2048, engine="shared",
+                             prompt_length=1024).kv_cache
+  assert shared == 32 * 2 * (4 * 1024 + 64 * 1024) * 2 * 128 * 2  # 4 prompts once, 64 rows of 1,024 new tokens
 
 
 SCALE_RECIPES = sorted(glob.glob(os.path.join(gin_main.PACKAGE_GIN_DIR, "recipes", "scale", "*.gin")))

@@ -11,7 +11,8 @@
   tokens, e.g. 128), each block a `while_loop` whose attention reads the first (j+1)*block generated slots; the
   loop exits once every row has stopped.
 - Each row draws from its own random stream, keyed by (prompt index, sample index) and the step, so a sample does not
-  depend on how many rows are decoded beside it.
+  depend on how many rows are decoded beside it; a draw takes one uniform number per row (`inverse_cdf_draw`), not
+  one per vocabulary entry.
 
 KV memory: P*Lp + B*T slots per layer instead of B*(Lp+T) (1,024-token prompts, N=64, T=256: 4.9x less).
 Shapes: P prompts, N samples, B = P*N rows, Lp prompt bucket, T max new tokens, H heads, K kv heads, D head dim.
@@ -66,6 +67,36 @@ def shared_attention(q, prompt_k, prompt_v, prompt_mask, gen_k, gen_v, gen_mask,
   return out.reshape(rows, 1, heads, dim)
 
 
+def inverse_cdf_draw(logits: jax.Array, u: jax.Array, block: int = 256) -> jax.Array:
+  """Exact sampling from softmax(logits) [B, V] with one uniform u [B] in [0, 1) per row: the first token whose
+  cumulative probability exceeds u, found block by block (block sums, then one block's prefix sums). A categorical
+  draw by Gumbel noise needs V random numbers per row (on a CPU, 256 rows x 32,000: 160 ms a step, this 10 ms).
+  Tokens of probability 0 (-inf logits, e.g. outside top-k) are never drawn. Returns [B] int32."""
+  rows, vocab = logits.shape
+  padded = -(-vocab // block) * block
+  logits = jnp.pad(logits, ((0, 0), (0, padded - vocab)), constant_values=-jnp.inf)
+  probs = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True)).reshape(rows, padded // block, block)
+  sums = probs.sum(-1)  # [B, nb]
+  cum = jnp.cumsum(sums, -1)
+  target = u * cum[:, -1]
+  last_block = jnp.max(jnp.where(sums > 0, jnp.arange(sums.shape[1]), 0), axis=-1)
+  chosen = jnp.minimum(jnp.sum(cum <= target[:, None], -1), last_block)  # rounding never picks an empty block
+  before = jnp.where(chosen > 0, jnp.take_along_axis(cum, jnp.maximum(chosen - 1, 0)[:, None], 1)[:, 0], 0.0)
+  inner = jnp.take_along_axis(probs, chosen[:, None, None], 1)[:, 0]  # [B, block]
+  last_token = jnp.max(jnp.where(inner > 0, jnp.arange(block), 0), axis=-1)
+  index = jnp.minimum(jnp.sum(jnp.cumsum(inner, -1) <= (target - before)[:, None], -1), last_token)
+  return (chosen * block + index).astype(jnp.int32)
+
+
+def draw_tokens(sampler, logits: jax.Array, keys: jax.Array) -> jax.Array:
+  """Next tokens [B] from logits [B, V] and one random key per row: argmax for Greedy, else an inverse-CDF draw
+  from the sampler's transformed logits (temperature, top-k, top-p)."""
+  if not hasattr(sampler, "transform"):
+    return sampler(logits, keys[0]).astype(jnp.int32)
+  u = jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys)
+  return inverse_cdf_draw(sampler.transform(logits).astype(jnp.float32), u)
+
+
 def row_keys(rng: jax.Array, num_prompts: int, num_samples: int, prompt_ids=None) -> jax.Array:
   """[B] random keys, one per (prompt, sample): fold_in(fold_in(rng, prompt id), sample index)."""
   ids = jnp.arange(num_prompts) if prompt_ids is None else jnp.asarray(prompt_ids)
@@ -95,13 +126,12 @@ def generate_shared(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
   prompt_mask = mask.astype(bool)
   next_pos = jnp.repeat(positions[:, -1] + 1, num_samples)
   keys = row_keys(rng, num_prompts, num_samples, prompt_ids)
-  draw = jax.vmap(lambda logits, key: sampler(logits[None], key)[0])
   scale = cfg.head_dim ** -0.5
   limit = jnp.full((rows,), max_new_tokens, jnp.int32) if row_max_tokens is None else jnp.asarray(row_max_tokens)
 
   def step_fn(state: SharedState, live: int) -> SharedState:
     step = state.step
-    token = draw(state.last_logits, jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)).astype(jnp.int32)
+    token = draw_tokens(sampler, state.last_logits, jax.vmap(lambda k: jax.random.fold_in(k, step))(keys))
     token_logp = jnp.take_along_axis(jax.nn.log_softmax(state.last_logits), token[:, None], axis=1)[:, 0]
     done = state.done
     token = jnp.where(done, pad_id, token)

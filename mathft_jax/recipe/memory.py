@@ -182,12 +182,17 @@ def estimate_training(cfg: DecoderConfig, mesh: partitioning.MeshConfig, num_dev
 
 
 def estimate_sampling(cfg: DecoderConfig, mesh: partitioning.MeshConfig, num_devices: int, num_prompts: int,
-                      num_samples: int, max_length: int, rules=partitioning.DEFAULT_RULES) -> MemoryEstimate:
-  """Per-device bytes of `decoding.generate`: params + KV cache of num_prompts x num_samples rows."""
+                      num_samples: int, max_length: int, rules=partitioning.DEFAULT_RULES, engine: str = "classic",
+                      prompt_length: int = 0) -> MemoryEstimate:
+  """Per-device bytes of sampling: params + KV cache of num_prompts x num_samples rows of `max_length` slots
+  (prompt + new tokens). engine "classic" (`decoding.generate`): every row holds all its slots; "shared"
+  (`shared_prompt.generate_shared`): a prompt's `prompt_length` slots once, each row its new tokens only."""
   sizes = mesh_sizes(mesh, num_devices)
-  rows = -(-num_prompts // (sizes["data"] * sizes["fsdp"])) * num_samples
+  prompts = -(-num_prompts // (sizes["data"] * sizes["fsdp"]))
+  rows = prompts * num_samples
   local = _local_config(cfg, sizes["tensor"])
-  cache = cfg.num_layers * 2 * rows * max_length * local.num_kv_heads * cfg.head_dim * jnp.dtype(cfg.dtype).itemsize
+  slots = rows * max_length if engine == "classic" else prompts * prompt_length + rows * (max_length - prompt_length)
+  cache = cfg.num_layers * 2 * slots * local.num_kv_heads * cfg.head_dim * jnp.dtype(cfg.dtype).itemsize
   return MemoryEstimate(params=sharded_bytes(abstract_params(cfg), sizes, rules), kv_cache=cache,
                         logits=rows * local.vocab_size * 4 * 2)
 

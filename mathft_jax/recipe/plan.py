@@ -26,7 +26,8 @@ def memory_plan(model_config: DecoderConfig, mesh: MeshConfig, batch_size: int, 
                                             sum(evaluator.lengths(task_feature_lengths).values())),
       "sampling": memory.estimate_sampling(model_config, sampling.mesh or MeshConfig(1, 1, 1),
                                            host_devices if sampling.mesh else 1, sampling.batch_size, samples,
-                                           task_feature_lengths["inputs"] + sampling.max_new_tokens)}
+                                           task_feature_lengths["inputs"] + sampling.max_new_tokens,
+                                           engine=sampling.engine, prompt_length=task_feature_lengths["inputs"])}
   too_big = []
   for stage, estimate in plan.items():
     print(f"[memory] {stage}, per device:\n{estimate.table(slice_)}", flush=True)
