@@ -83,7 +83,10 @@ def run_vllm(python, model_dir, prompts, samples, new, limits, dtype) -> dict:
                          "--requests", f.name, "--dtype", dtype], capture_output=True, text=True, env=env)
   os.unlink(f.name)
   if proc.returncode != 0:
-    raise RuntimeError(f"vLLM peer failed:\n{proc.stderr[-3000:]}")
+    log = os.path.join(tempfile.gettempdir(), "vllm_peer_stderr.log")
+    with open(log, "w") as f:
+      f.write(proc.stderr)
+    raise RuntimeError(f"vLLM peer failed (its whole stderr: {log}):\n{proc.stderr[-3000:]}")
   result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
   if not result:
     raise RuntimeError(f"vLLM peer printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")

@@ -31,39 +31,37 @@ _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[ ,]\d{3}(?!\d))*(?:[.,]\d+)?(?:/\d+)?(
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\$])|\n\s*\n|<\|")
 
 
-def matching_brace(text: str, open_index: int) -> Optional[int]:
-  """Index of the `}` closing the `{` at `open_index` (escaped braces `\\{` `\\}` do not count), or None."""
-  depth = 0
-  i = open_index
-  n = len(text)
+def _braces(text: str, start: int = 0):
+  """Yields (index, +1 for `{` / -1 for `}`) from `start` on; escaped braces `\\{` `\\}` do not count."""
+  i, n = start, len(text)
   while i < n:
     c = text[i]
     if c == "\\":
       i += 2
       continue
-    if c == "{":
-      depth += 1
-    elif c == "}":
-      depth -= 1
-      if depth == 0:
-        return i
+    if c in "{}":
+      yield i, 1 if c == "{" else -1
     i += 1
+
+
+def matching_brace(text: str, open_index: int) -> Optional[int]:
+  """Index of the `}` closing the `{` at `open_index`, or None (stops there: linear in the group's length)."""
+  depth = 0
+  for i, step in _braces(text, open_index):
+    depth += step
+    if depth == 0:
+      return i
   return None
 
 
-def _brace_pairs(text: str) -> dict[int, int]:
-  """Index of each `{` -> index of its `}` (escaped braces do not count), in one pass."""
-  pairs, stack, i, n = {}, [], 0, len(text)
-  while i < n:
-    c = text[i]
-    if c == "\\":
-      i += 2
-      continue
-    if c == "{":
+def brace_pairs(text: str) -> dict[int, int]:
+  """Index of each `{` -> index of its `}`, in one pass."""
+  pairs, stack = {}, []
+  for i, step in _braces(text):
+    if step > 0:
       stack.append(i)
-    elif c == "}" and stack:
+    elif stack:
       pairs[stack.pop()] = i
-    i += 1
   return pairs
 
 
@@ -77,7 +75,7 @@ def _boxes(text: str) -> tuple[list[tuple[int, int, str]], bool]:
     while j < len(text) and text[j] == " ":
       j += 1
     if j < len(text) and text[j] == "{":
-      pairs = _brace_pairs(text) if pairs is None else pairs
+      pairs = brace_pairs(text) if pairs is None else pairs
       if j not in pairs:
         malformed = True
         continue
