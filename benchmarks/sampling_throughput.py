@@ -27,7 +27,8 @@ import time
 import jax
 import numpy as np
 
-from mathft_jax.inference.decoding import Temperature, left_pad, make_generate_fn
+from mathft_jax.inference.decoding import Temperature, left_pad
+from mathft_jax.inference.engines import make_generate_fn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKLOADS = {"a16": (16, 16, 128, 256), "a64": (4, 64, 128, 256), "b": (2, 64, 1024, 256), "c": (4, 64, 128, None)}

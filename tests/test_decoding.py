@@ -15,8 +15,8 @@ from mathft_jax.inference.decoding import (
   TopP,
   bucket_length,
   left_pad,
-  make_generate_fn,
 )
+from mathft_jax.inference.engines import make_generate_fn
 from mathft_jax.models import Decoder, init_params, preset
 
 torch = pytest.importorskip("torch")

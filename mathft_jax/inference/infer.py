@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from mathft_jax import partitioning, run_io
-from mathft_jax.inference import decoding, scoring
+from mathft_jax.inference import decoding, engines, scoring
 from mathft_jax.models import params_io
 from mathft_jax.partitioning import MeshConfig
 from mathft_jax.text import prompts as prompt_lib
@@ -44,7 +44,7 @@ class SamplingConfig:
   mesh: decode and score over this host's local devices (params restored straight into their shards; problems
     over data x fsdp, so batch_size must divide evenly); None = one device.
   engine: "classic" or "shared" (the prompt's KV held once, live-length attention, a random stream per sample:
-    `decoding.make_generate_fn`); greedy samples are the same, sampled ones are other draws.
+    `engines.make_generate_fn`); greedy samples are the same, sampled ones are other draws.
   """
   num_samples: int = 64
   temperature: float = 1.0
@@ -106,7 +106,7 @@ class _Sampler:
   def _fn(self, length: int):
     if length not in self.fns:
       s, tok = self.sampling, self.tokenizer
-      self.fns[length] = decoding.make_generate_fn(
+      self.fns[length] = engines.make_generate_fn(
           self.cfg, num_samples=s.num_samples, max_new_tokens=s.max_new_tokens, sampler=_sampler(s),
           eos_id=tok.eos_id, pad_id=tok.pad_id, stop_sequences=tuple(tuple(tok.encode(x)) for x in s.stop_strings),
           mesh=self.mesh, engine=s.engine)
