@@ -32,8 +32,9 @@ def main() -> None:
     params = SamplingParams(n=n, temperature=1.0, max_tokens=max_tokens, ignore_eos=True, detokenize=False)
   else:  # one request per sample, each with its own length
     requests = [prompts[i // n] for i in range(len(max_tokens))]
-    params = [SamplingParams(n=1, temperature=1.0, max_tokens=t, ignore_eos=True, detokenize=False, seed=i)
-              for i, t in enumerate(max_tokens)]
+    # No per-request seeds: vLLM 0.32.0 CPU workers die on them ("CPU Generator does not use offset").
+    params = [SamplingParams(n=1, temperature=1.0, max_tokens=t, ignore_eos=True, detokenize=False)
+              for t in max_tokens]
   llm.generate([TokensPrompt(prompt_token_ids=list(reversed(spec["prompts"][0])))],
                SamplingParams(n=n, temperature=1.0, max_tokens=16, ignore_eos=True, detokenize=False))  # warm-up
   start = time.perf_counter()
