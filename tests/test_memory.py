@@ -72,6 +72,9 @@ def test_remat_and_sharding_lower_the_estimate_in_the_expected_order():
   shared = estimate_sampling(preset("llama3_8b"), partitioning.MeshConfig(1, 1, 4), 4, 4, 16, 2048, engine="shared",
                              prompt_length=1024).kv_cache
   assert shared == 32 * 2 * (4 * 1024 + 64 * 1024) * 2 * 128 * 2  # 4 prompts once, 64 rows of 1,024 new tokens
+  refill = estimate_sampling(preset("llama3_8b"), partitioning.MeshConfig(1, 1, 4), 4, 4, 16, 2048, engine="refill",
+                             prompt_length=1024, decode_slots=24).kv_cache
+  assert refill == 32 * 2 * (4 * 1024 + 24 * 1024) * 2 * 128 * 2  # 24 slots of 1,024 new tokens
 
 
 SCALE_RECIPES = sorted(glob.glob(os.path.join(gin_main.PACKAGE_GIN_DIR, "recipes", "scale", "*.gin")))

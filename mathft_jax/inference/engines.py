@@ -1,5 +1,6 @@
-"""Picking a decoding engine: `make_generate_fn` jits the classic engine (`decoding.generate`) or the shared-prompt
-engine (`shared_prompt.generate_shared`) for a config, optionally over a mesh.
+"""Picking a decoding engine: `make_generate_fn` jits the classic engine (`decoding.generate`), the shared-prompt
+engine (`slot_refill.generate_shared`) or the slot-refill engine (`slot_refill.generate_refill`) for a config,
+optionally over a mesh.
 """
 from typing import Optional
 
@@ -8,21 +9,23 @@ import numpy as np
 
 from mathft_jax import partitioning
 from mathft_jax.inference.decoding import Greedy, generate
-from mathft_jax.inference.shared_prompt import generate_shared
+from mathft_jax.inference.slot_refill import generate_refill, generate_shared
 from mathft_jax.models import DecoderConfig, abstract_params
 
-ENGINES = ("classic", "shared")
+ENGINES = ("classic", "shared", "refill")
 
 
 def make_generate_fn(cfg: DecoderConfig, *, num_samples: int, max_new_tokens: int, sampler=Greedy(),
                      eos_id: int = 1, stop_sequences: tuple = (), pad_id: int = 0,
                      mesh: Optional[jax.sharding.Mesh] = None, rules=partitioning.DEFAULT_RULES,
-                     engine: str = "classic", block: int = 128):
+                     engine: str = "classic", block: int = 128, slots: int = 0, lane: int = 16):
   """A jitted (params, tokens, mask, rng[, prompt_ids]) -> outputs closure; one compilation per prompt shape.
 
   engine: "classic" (`generate`: the prompt's cache repeated N times, one random key per step) or "shared"
-  (`shared_prompt.generate_shared`: the prompt's KV held once, live-length attention in `block`-token blocks, one
-  random stream per (prompt id, sample): `prompt_ids` [P] ints, default 0..P-1). Greedy outputs are the same.
+  (`slot_refill.generate_shared`: the prompt's KV held once, live-length attention in `block`-token blocks, one
+  random stream per (prompt id, sample): `prompt_ids` [P] ints, default 0..P-1) or "refill" (the shared engine's
+  outputs, computed in `slots` decode slots, lanes of `lane`, refilled as samples end; 0 = one per sample). Greedy
+  outputs are the same for all three; "shared" and "refill" sample the same texts.
   With a mesh, params are placed by the logical-axis rules and prompts (hence samples and the KV cache) are
   sharded over the data axes; the number of prompts must divide evenly over data x fsdp.
   """
@@ -34,6 +37,9 @@ def make_generate_fn(cfg: DecoderConfig, *, num_samples: int, max_new_tokens: in
                   stop_sequences=stop_sequences, pad_id=pad_id)
     if engine == "shared":
       return generate_shared(params, cfg, tokens, mask, rng, block=block, prompt_ids=prompt_ids, **kwargs)
+    if engine == "refill":
+      return generate_refill(params, cfg, tokens, mask, rng, block=block, prompt_ids=prompt_ids, slots=slots,
+                             lane=lane, **kwargs)
     return generate(params, cfg, tokens, mask, rng, **kwargs)
   if mesh is None:
     return jax.jit(fn)

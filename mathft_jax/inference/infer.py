@@ -43,8 +43,13 @@ class SamplingConfig:
   prompt_format: "generator" (models fine-tuned here) or "few_shot" (4 exemplars, for pretrained checkpoints).
   mesh: decode and score over this host's local devices (params restored straight into their shards; problems
     over data x fsdp, so batch_size must divide evenly); None = one device.
-  engine: "classic" or "shared" (the prompt's KV held once, live-length attention, a random stream per sample:
-    `engines.make_generate_fn`); greedy samples are the same, sampled ones are other draws.
+  engine: "classic", "shared" (the prompt's KV held once, live-length attention, a random stream per sample:
+    `engines.make_generate_fn`) or "refill" (the shared engine's samples, decoded in `slots` rows that take the next
+    sample as one ends); greedy samples are the same for all three, sampled ones of "classic" are other draws.
+  slots: for engine="refill", the rows decoded at once (0: batch_size*num_samples, nothing to refill); make
+    batch_size*num_samples larger than slots so that a call's cost follows the mean sample length, not the longest.
+    lane: slots per lane (a lane serves one problem at a time; its prompt's keys are read once per lane and step).
+    Neither decides the samples: they are not in the manifest, and a run may resume with others.
   """
   num_samples: int = 64
   temperature: float = 1.0
@@ -57,11 +62,13 @@ class SamplingConfig:
   prompt_format: str = "generator"
   mesh: Optional[MeshConfig] = None
   engine: str = "classic"
+  slots: int = 0
+  lane: int = 16
 
   def settings(self) -> dict:
     """What decides the samples (the mesh does not): the manifest's part. The classic engine is left out, as in
     the manifests written before there was a choice."""
-    out = {k: v for k, v in dataclasses.asdict(self).items() if k != "mesh"}
+    out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("mesh", "slots", "lane")}
     out["stop_strings"] = list(self.stop_strings)
     if self.engine == "classic":
       del out["engine"]
@@ -109,7 +116,7 @@ class _Sampler:
       self.fns[length] = engines.make_generate_fn(
           self.cfg, num_samples=s.num_samples, max_new_tokens=s.max_new_tokens, sampler=_sampler(s),
           eos_id=tok.eos_id, pad_id=tok.pad_id, stop_sequences=tuple(tuple(tok.encode(x)) for x in s.stop_strings),
-          mesh=self.mesh, engine=s.engine)
+          mesh=self.mesh, engine=s.engine, slots=s.slots, lane=s.lane)
     return self.fns[length]
 
   def chunk(self, problems: list[dict], chunk_rng) -> list[str]:
@@ -118,7 +125,7 @@ class _Sampler:
       ids = [tok.prompt_ids(self.make_prompt(p["problem"])) for p in padded]
       length = decoding.bucket_length(max(map(len, ids)))
       tokens, mask = decoding.left_pad(ids, length, tok.pad_id)
-      if self.sampling.engine == "shared":
+      if self.sampling.engine in ("shared", "refill"):
         keys = np.asarray([zlib.crc32(p["problem_id"].encode()) & 0x7FFFFFFF for p in padded], np.int32)
         out = jax.device_get(self._fn(length)(self.params, tokens, mask, chunk_rng, keys))
       else:
@@ -187,7 +194,7 @@ def infer(*, mode: str, output_dir: str, checkpoint_path: str, problems: str,
   else:
     items, per_chunk = problem_list, sampling.chunk_size
     sampler = _Sampler(cfg, params, tok, sampling, device_mesh)
-    if sampling.engine == "shared":  # one random stream per (problem id, sample): chunks and batches do not matter
+    if sampling.engine in ("shared", "refill"):  # a random stream per (problem id, sample): chunks do not matter
       run_chunk = lambda chunk, c: sampler.chunk(chunk, jax.random.PRNGKey(seed))  # noqa: E731
     else:
       run_chunk = lambda chunk, c: sampler.chunk(chunk, jax.random.fold_in(jax.random.PRNGKey(seed), c))  # noqa

@@ -183,13 +183,16 @@ def estimate_training(cfg: DecoderConfig, mesh: partitioning.MeshConfig, num_dev
 
 def estimate_sampling(cfg: DecoderConfig, mesh: partitioning.MeshConfig, num_devices: int, num_prompts: int,
                       num_samples: int, max_length: int, rules=partitioning.DEFAULT_RULES, engine: str = "classic",
-                      prompt_length: int = 0) -> MemoryEstimate:
+                      prompt_length: int = 0, decode_slots: int = 0) -> MemoryEstimate:
   """Per-device bytes of sampling: params + KV cache of num_prompts x num_samples rows of `max_length` slots
   (prompt + new tokens). engine "classic" (`decoding.generate`): every row holds all its slots; "shared"
-  (`shared_prompt.generate_shared`): a prompt's `prompt_length` slots once, each row its new tokens only."""
+  (`slot_refill.generate_shared`): a prompt's `prompt_length` slots once, each row its new tokens only; "refill"
+  (`slot_refill.generate_refill`): as "shared" with `decode_slots` rows (0: one per sample) over all devices."""
   sizes = mesh_sizes(mesh, num_devices)
   prompts = -(-num_prompts // (sizes["data"] * sizes["fsdp"]))
   rows = prompts * num_samples
+  if engine == "refill" and decode_slots:
+    rows = min(rows, -(-decode_slots // (sizes["data"] * sizes["fsdp"])))
   local = _local_config(cfg, sizes["tensor"])
   slots = rows * max_length if engine == "classic" else prompts * prompt_length + rows * (max_length - prompt_length)
   cache = cfg.num_layers * 2 * slots * local.num_kv_heads * cfg.head_dim * jnp.dtype(cfg.dtype).itemsize

@@ -27,7 +27,8 @@ def memory_plan(model_config: DecoderConfig, mesh: MeshConfig, batch_size: int, 
       "sampling": memory.estimate_sampling(model_config, sampling.mesh or MeshConfig(1, 1, 1),
                                            host_devices if sampling.mesh else 1, sampling.batch_size, samples,
                                            task_feature_lengths["inputs"] + sampling.max_new_tokens,
-                                           engine=sampling.engine, prompt_length=task_feature_lengths["inputs"])}
+                                           engine=sampling.engine, prompt_length=task_feature_lengths["inputs"],
+                                           decode_slots=sampling.slots)}
   too_big = []
   for stage, estimate in plan.items():
     print(f"[memory] {stage}, per device:\n{estimate.table(slice_)}", flush=True)
