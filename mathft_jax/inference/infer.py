@@ -43,12 +43,13 @@ class SamplingConfig:
   prompt_format: "generator" (models fine-tuned here) or "few_shot" (4 exemplars, for pretrained checkpoints).
   mesh: decode and score over this host's local devices (params restored straight into their shards; problems
     over data x fsdp, so batch_size must divide evenly); None = one device.
-  engine: "classic", "shared" (the prompt's KV held once, live-length attention, a random stream per sample:
-    `engines.make_generate_fn`) or "refill" (the shared engine's samples, decoded in `slots` rows that take the next
-    sample as one ends); greedy samples are the same for all three, sampled ones of "classic" are other draws.
-  slots: for engine="refill", the rows decoded at once (0: batch_size*num_samples, nothing to refill); make
-    batch_size*num_samples larger than slots so that a call's cost follows the mean sample length, not the longest.
-    lane: slots per lane (a lane serves one problem at a time; its prompt's keys are read once per lane and step).
+  engine: "classic", "shared" (the prompt's KV held once, live-length attention, finished rows dropped from the
+    batch, a random stream per sample: `engines.make_generate_fn`) or "refill" (the shared engine's samples,
+    decoded in `slots` rows that take the next sample as one ends); greedy samples are the same for all three,
+    sampled ones of "classic" are other draws.
+  slots: for engine="refill", the rows decoded at once (0: batch_size*num_samples, nothing to refill): the memory
+    knob when a call's samples do not all fit at once. lane: slots per lane (a lane serves one problem at a time;
+    its prompt's keys are read once per lane and step).
     Neither decides the samples: they are not in the manifest, and a run may resume with others.
   """
   num_samples: int = 64

@@ -6,13 +6,18 @@ with one slot per item (nothing to refill):
 - The P prompts are prefilled once into the prompt cache [P, Lp, K, D] per layer (as in the shared engine).
 - Slots come in lanes of `lane` slots; a lane serves one prompt at a time. Prompt attention is one batched matmul
   per lane ([lane*H, D] x [Lp, D]): a prompt's keys are read once per lane and step, not once per row.
-- When an item ends (EOS, stop sequence, its length limit), its slot takes the next pending item of its lane's
-  prompt at the next step; a lane whose slots are all free is bound to the prompt of the next pending item. Items
-  are taken in order (prompt-major), so at most a lane's worth of slots waits at the end of a prompt.
+- When an item ends (EOS, stop sequence, its length limit), its slot takes the next pending sample of its lane's
+  prompt at the next step. A lane serves its prompt until that prompt's samples are all handed out; once its slots
+  are all free it is bound to the next prompt no lane has served, or (when all have started) helps the prompt with
+  the most pending samples. Slots wait only while their lane drains at the end of a prompt.
 - Each slot has its own step: its generated keys are written at its own position, in blocks of `block` positions
   ([S, block, K, D] arrays per layer). Attention reads only the blocks up to the longest live item (live length):
   decoding runs in phases of k live blocks, each a `while_loop` that exits when an item moves into block k+1 or the
   longest one ends; a `switch` then picks the next phase.
+- Idle rows cost nothing once few items are left: a phase also has a width (S, S/2, S/4, S/8, at least MIN_WIDTH),
+  the narrowest that holds the busy slots plus the pending items. Below S, the busy slots are gathered into that
+  many rows (each reading its own prompt's keys), run through the model, and their keys and logits scattered back.
+  So at the end of a call the step's cost follows the rows still decoding, not S.
 - An item's random stream is keyed by (prompt id, sample index) and its own step, exactly as in the shared engine,
   so its text does not depend on the slot count, the lane size, or which slot served it.
 
@@ -32,11 +37,13 @@ from mathft_jax.models.decoder import unstack_layers
 from mathft_jax.models.layers import constrain
 
 _KV_AXES = ("batch", "length", "kv_heads", "head_dim")  # slots over the data axes, as rows are
+MIN_WIDTH = 4  # the narrowest compacted batch of busy slots
 
 
 class SlotState(NamedTuple):
   """The refill loop's carry: S slots in W lanes, and the outputs of B items."""
-  next_item: jax.Array  # [] int32: the first item no slot has taken yet
+  handed_out: jax.Array  # [P] int32: samples of each prompt given to slots so far
+  next_prompt: jax.Array  # [] int32: the first prompt no lane has served yet
   item: jax.Array  # [S] int32: the item a slot serves, -1 when free
   step: jax.Array  # [S] int32: tokens the slot's item has drawn so far
   logprob: jax.Array  # [S] float32: sum of the item's token log-probs
@@ -59,30 +66,31 @@ def ends_with_rows(recent: jax.Array, step: jax.Array, seq: tuple) -> jax.Array:
   return (step + 1 >= m) & jnp.all(window == jnp.asarray(seq, recent.dtype), axis=1)
 
 
-def refill(state: SlotState, num_items: int, num_samples: int, lane: int) -> tuple[SlotState, jax.Array]:
-  """Gives free slots the next pending items; returns the state and [S] bool, the slots that took an item.
+def refill(state: SlotState, num_samples: int, lane: int) -> tuple[SlotState, jax.Array]:
+  """Gives free slots pending samples; returns the state and [S] bool, the slots that took one.
 
-  Lanes with no busy slot are bound to the prompt of the next pending item; then free slots of lanes bound to that
-  prompt take its next items, in slot order. Repeated while slots take items (crossing prompt boundaries)."""
-  slots = state.item.shape[0]
+  A lane with no busy slot whose prompt has no pending sample is bound to the next prompt no lane has served yet,
+  or, when every prompt has been started, to the prompt with the most pending samples. Then free slots take the next
+  pending samples of their lane's prompt, in slot order."""
+  slots, num_prompts = state.item.shape[0], state.handed_out.shape[0]
   lane_of = jnp.arange(slots) // lane
-
-  def one_round(carry):
-    state, taken, _ = carry
-    pending = state.next_item < num_items
-    prompt = state.next_item // num_samples
-    busy = jnp.any((state.item >= 0).reshape(-1, lane), axis=1)
-    lane_prompt = jnp.where(~busy & pending, prompt, state.lane_prompt)
-    eligible = (state.item < 0) & (lane_prompt[lane_of] == prompt) & pending
-    new_item = state.next_item + jnp.cumsum(eligible) - 1
-    take = eligible & (new_item < (prompt + 1) * num_samples)
-    state = state._replace(next_item=state.next_item + jnp.sum(take), item=jnp.where(take, new_item, state.item),
-                           lane_prompt=lane_prompt)
-    return state, taken | take, jnp.any(take)
-
-  state, taken, _ = jax.lax.while_loop(lambda c: c[2] & (c[0].next_item < num_items), one_round,
-                                       (state, jnp.zeros(slots, bool), jnp.array(True)))
-  return state, taken
+  pending = num_samples - state.handed_out  # [P]
+  idle = ~jnp.any((state.item >= 0).reshape(-1, lane), axis=1)  # [W]
+  rebind = idle & ((state.lane_prompt < 0) | (pending[jnp.maximum(state.lane_prompt, 0)] == 0))
+  rank = jnp.cumsum(rebind) - 1
+  fresh = num_prompts - state.next_prompt
+  bound = jnp.where(rank < fresh, state.next_prompt + rank, jnp.argmax(pending))
+  lane_prompt = jnp.where(rebind & ((rank < fresh) | jnp.any(pending > 0)), bound, state.lane_prompt)
+  prompt = jnp.maximum(lane_prompt[lane_of], 0)  # [S]
+  eligible = (state.item < 0) & (lane_prompt[lane_of] >= 0)
+  per_prompt = eligible[:, None] & (prompt[:, None] == jnp.arange(num_prompts))  # [S, P]
+  sample = state.handed_out[prompt] + jnp.take_along_axis(jnp.cumsum(per_prompt, 0), prompt[:, None], 1)[:, 0] - 1
+  take = eligible & (sample < num_samples)
+  state = state._replace(
+      item=jnp.where(take, prompt * num_samples + sample, state.item), lane_prompt=lane_prompt,
+      handed_out=state.handed_out + jnp.sum(per_prompt & take[:, None], 0),
+      next_prompt=state.next_prompt + jnp.minimum(jnp.sum(rebind), fresh))
+  return state, take
 
 
 def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Array, rng: jax.Array, *,
@@ -120,31 +128,43 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
   scale = cfg.head_dim ** -0.5
   rows = jnp.arange(slots)
 
-  def forward(state: SlotState, token, live: int):
-    """Runs the S slots' tokens through the model, writing their keys at their steps; attention reads the first
-    `live` generated blocks. Returns logits [S, V] and the new key and value blocks."""
-    prompt = jnp.maximum(state.lane_prompt, 0)  # [W]
+  def forward(state: SlotState, token, live: int, width: int):
+    """Runs the live slots' tokens through the model, writing their keys at their steps; attention reads the first
+    `live` generated blocks. width == S: every slot, each lane's prompt keys read once for the lane; width < S: the
+    (at most `width`) busy slots gathered into `width` rows, each reading its own prompt's keys. Returns logits
+    [S, V] (stale for idle slots) and the new key and value blocks."""
+    if width == slots:
+      index, valid, lanes = rows, jnp.ones(slots, bool), jnp.maximum(state.lane_prompt, 0)  # lanes [W]
+    else:
+      index = jnp.nonzero(state.item >= 0, size=width, fill_value=slots)[0]  # [width]; slots: padding
+      valid = index < slots
+      lanes = jnp.maximum(state.item[jnp.minimum(index, slots - 1)], 0) // num_samples  # one row per "lane"
+    source = jnp.minimum(index, slots - 1)
+    step = state.step[source]
+    target = jnp.where(valid, index, slots)  # padding rows write nothing
 
-    def write(blocks, x, j):  # x [S, 1, K, D] into block j where a slot's step falls in it (elsewhere dropped)
-      local = state.step - starts[j]
+    def write(blocks, x, j):  # x [width, 1, K, D] into block j where a row's step falls in it (elsewhere dropped)
+      local = step - starts[j]
       local = jnp.where((local >= 0) & (local < blocks[j].shape[1]), local, blocks[j].shape[1])
-      return constrain(blocks[j].at[rows, local].set(x[:, 0].astype(kv_dtype), mode="drop"), _KV_AXES)
+      return constrain(blocks[j].at[target, local].set(x[:, 0].astype(kv_dtype), mode="drop"), _KV_AXES)
 
     def attend(layer, q, k, v):
       gk = [write(state.gen_keys[layer], k, j) for j in range(live)]
       gv = [write(state.gen_values[layer], v, j) for j in range(live)]
-      masks = [starts[j] + jnp.arange(b.shape[1])[None, :] <= state.step[:, None] for j, b in enumerate(gk)]
-      out = shared_attention(q, prompt_keys[layer][prompt], prompt_values[layer][prompt],
-                             prompt_mask[prompt], gk, gv, masks, scale)
+      read = (lambda b: b) if width == slots else (lambda b: b[source])  # noqa: E731
+      masks = [starts[j] + jnp.arange(b.shape[1])[None, :] <= step[:, None] for j, b in enumerate(gk)]
+      out = shared_attention(q, prompt_keys[layer][lanes], prompt_values[layer][lanes], prompt_mask[lanes],
+                             [read(b) for b in gk], [read(b) for b in gv], masks, scale)
       return out, (tuple(gk) + state.gen_keys[layer][live:], tuple(gv) + state.gen_values[layer][live:])
 
-    item_prompt = jnp.maximum(state.item, 0) // num_samples
-    logits, kv = decoder.apply({"params": params}, token[:, None], (first_pos[item_prompt] + state.step)[:, None],
+    item_prompt = jnp.maximum(state.item[source], 0) // num_samples
+    logits, kv = decoder.apply({"params": params}, token[source][:, None], (first_pos[item_prompt] + step)[:, None],
                                attend=attend)
-    return logits[:, -1], tuple(x[0] for x in kv), tuple(x[1] for x in kv)
+    last = logits[:, -1] if width == slots else state.last_logits.at[target].set(logits[:, -1], mode="drop")
+    return last, tuple(x[0] for x in kv), tuple(x[1] for x in kv)
 
-  def step_fn(state: SlotState, live: int) -> SlotState:
-    state, taken = refill(state, items, num_samples, lane)
+  def step_fn(state: SlotState, live: int, width: int) -> SlotState:
+    state, taken = refill(state, num_samples, lane)
     item_prompt = jnp.maximum(state.item, 0) // num_samples
     last = jnp.where(taken[:, None], prompt_logits[item_prompt], state.last_logits)
     step = jnp.where(taken, 0, state.step)
@@ -170,25 +190,33 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
         lengths=state.lengths.at[end_row].set(step + 1, mode="drop"),
         item_logprob=state.item_logprob.at[end_row].set(logprob, mode="drop"),
         finish=state.finish.at[end_row].set(why, mode="drop"))
-    logits, gen_keys, gen_values = forward(state, token, live)
+    logits, gen_keys, gen_values = forward(state._replace(last_logits=last), token, live, width)
     return state._replace(item=jnp.where(ended, -1, state.item), step=jnp.where(active & ~ended, step + 1, step),
                           logprob=logprob, last_logits=logits, gen_keys=gen_keys, gen_values=gen_values)
 
   def work_left(state: SlotState):
-    return (state.next_item < items) | jnp.any(state.item >= 0)
+    return jnp.any(state.handed_out < num_samples) | jnp.any(state.item >= 0)
 
   def live_blocks(state: SlotState):  # blocks the next step attends to: up to the longest live item's
     return jnp.max(jnp.where(state.item >= 0, state.step, 0)) // block + 1
 
-  def phase(live: int):
-    return lambda state: jax.lax.while_loop(lambda s: work_left(s) & (live_blocks(s) == live),
-                                            lambda s: step_fn(s, live), state)
+  widths = sorted({slots} | {slots >> k for k in range(1, 4) if slots >> k >= MIN_WIDTH}, reverse=True)
+
+  def width_index(state: SlotState):  # the narrowest width that holds the busy slots after the next refill
+    busy = jnp.minimum(jnp.sum(state.item >= 0) + jnp.sum(num_samples - state.handed_out), slots)
+    return jnp.sum(jnp.asarray(widths) >= busy) - 1
+
+  def phase(live: int, w: int):
+    return lambda state: jax.lax.while_loop(
+        lambda s: work_left(s) & (live_blocks(s) == live) & (width_index(s) == w),
+        lambda s: step_fn(s, live, widths[w]), state)
 
   kv_blocks = lambda: tuple(  # noqa: E731
       constrain(jnp.zeros((slots, min(block, total - b), cfg.num_kv_heads, cfg.head_dim), kv_dtype), _KV_AXES)
       for b in starts)
   state = SlotState(
-      next_item=jnp.array(0, jnp.int32), item=jnp.full(slots, -1, jnp.int32), step=jnp.zeros(slots, jnp.int32),
+      handed_out=jnp.zeros(num_prompts, jnp.int32), next_prompt=jnp.array(0, jnp.int32),
+      item=jnp.full(slots, -1, jnp.int32), step=jnp.zeros(slots, jnp.int32),
       logprob=jnp.zeros(slots, jnp.float32),
       recent=jnp.full((slots, total if stop_sequences else 1), pad_id, jnp.int32),
       last_logits=jnp.zeros((slots, prompt_logits.shape[-1]), jnp.float32),
@@ -197,8 +225,9 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
       gen_values=tuple(kv_blocks() for _ in range(cfg.num_layers)),
       tokens=jnp.full((items, total), pad_id, jnp.int32), lengths=jnp.full(items, total, jnp.int32),
       item_logprob=jnp.zeros(items, jnp.float32), finish=jnp.full(items, FINISH_LENGTH, jnp.int32))
-  phases = [phase(live) for live in range(1, len(starts) + 1)]
-  state = jax.lax.while_loop(work_left, lambda s: jax.lax.switch(live_blocks(s) - 1, phases, s), state)
+  phases = [phase(live, w) for live in range(1, len(starts) + 1) for w in range(len(widths))]
+  state = jax.lax.while_loop(
+      work_left, lambda s: jax.lax.switch((live_blocks(s) - 1) * len(widths) + width_index(s), phases, s), state)
   return {"tokens": state.tokens, "num_tokens": state.lengths, "logprob": state.item_logprob,
           "finish": state.finish}
 
