@@ -126,7 +126,7 @@ def main() -> None:
   parser.add_argument("--no_peers", action="store_true", help="our two engines only")
   parser.add_argument("--transformers", action="store_true", help="also transformers' generate (slow on a CPU)")
   parser.add_argument("--no_classic", action="store_true", help="skip our classic engine")
-  parser.add_argument("--slots", default="128,64", help="decode slots of the slot-refill engine in workload c")
+  parser.add_argument("--slots", default="128,64", help="slot-refill engine's slots in workload c ('': none)")
   parser.add_argument("--lane", type=int, default=16, help="slots per lane of the slot-refill engine")
   args = parser.parse_args()
   from mathft_jax.models import init_params, preset
@@ -157,7 +157,7 @@ def main() -> None:
           f"({classic_kv / shared_kv:.1f}x less)")
     runs = [("shared-prompt engine", "shared", 0)]
     if limits is not None:  # variable lengths: the slot-refill engine with fewer slots than samples
-      runs += [(f"slot refill, {n} slots", "refill", n) for n in map(int, args.slots.split(","))]
+      runs += [(f"slot refill, {n} slots", "refill", n) for n in map(int, filter(None, args.slots.split(",")))]
     ours = {}
     for label, engine, slots in runs:
       seconds, tokens = run_ours(cfg, params, prompts, samples, new, limits, engine, slots, args.lane)
