@@ -223,7 +223,9 @@ def test_shared_attention_is_the_softmax_over_prompt_and_generated_keys():
   gk, gv = (jax.random.normal(k, (prompts * samples, s, kv, dim)) for k in keys[3:5])
   pmask = jnp.asarray([[0, 1, 1, 1, 1], [0, 0, 0, 1, 1]], bool)
   gmask = jnp.broadcast_to(jnp.arange(s) < 5, (prompts * samples, s))
-  out = shared_attention(q, pk, pv, pmask, (gk[:, :4], gk[:, 4:]), (gv[:, :4], gv[:, 4:]),
+  keys_t, values_t = (lambda x: x.transpose(0, 2, 3, 1)), (lambda x: x.transpose(0, 2, 1, 3))  # noqa: E731
+  pkh, pvh, gkh, gvh = keys_t(pk), values_t(pv), keys_t(gk), values_t(gv)  # [.., K, D, S] and [.., K, S, D]
+  out = shared_attention(q, pkh, pvh, pmask, (gkh[..., :4], gkh[..., 4:]), (gvh[:, :, :4], gvh[:, :, 4:]),
                          (gmask[:, :4], gmask[:, 4:]), dim ** -0.5)  # generated keys in two blocks
   # The classic layout: each row's prompt keys copied next to its own generated keys.
   rep = lambda x: jnp.repeat(x, samples, axis=0)  # noqa: E731

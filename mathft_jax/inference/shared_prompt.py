@@ -1,7 +1,10 @@
 """The shared-prompt cache layout's pieces: attention over a prompt's KV held once, per-sample random streams, draws.
 
-- A prompt is prefilled once into a prompt cache [P, Lp, K, D] per layer, never repeated N times; each decode row
-  keeps only its own generated keys and values, in blocks of [B, block, K, D].
+- A prompt is prefilled once into a prompt cache per layer (keys [P, K, D, Lp], values [P, K, Lp, D]), never
+  repeated N times; each decode row keeps only its own generated keys and values, in blocks ([B, K, D, block] and
+  [B, K, block, D]). Heads lead and keys are stored transposed (as in vLLM's paged key cache), so both matmuls of a
+  step read the cache as it lies: no per-step transpose of the cache, no transposed matmul operand (on the 2-core
+  CPU the [B, S, K, D] layout made the generated-key attention ~8x slower than the bytes it reads).
 - `shared_attention`: a decode step's attention is one softmax over the union of the row's prompt keys and its
   generated keys: the prompt part is one batched matmul for the rows of a prompt ([P, N*H, D] x [P, Lp, D], the
   prompt's keys read once for all its rows: Hydragen / bifurcated attention), the generated part a per-row matmul
@@ -23,33 +26,42 @@ import jax.numpy as jnp
 _NEG = jnp.finfo(jnp.float32).min
 
 
+def _logits(spec: str, q, k):
+  """Attention logits in float32 (bf16 x bf16 products are exact in float32). XLA:CPU has no bf16 x bf16 -> f32
+  kernel for these untransposed shapes, so there both operands are widened first (same result)."""
+  if q.dtype != jnp.float32 and jax.default_backend() == "cpu":
+    q, k = q.astype(jnp.float32), k.astype(jnp.float32)
+  return jnp.einsum(spec, q, k, preferred_element_type=jnp.float32)
+
+
 def shared_attention(q, prompt_k, prompt_v, prompt_mask, gen_k: Sequence, gen_v: Sequence, gen_mask: Sequence,
                      scale: float):
   """One query token per row over its prompt's keys and its own generated keys, normalized together.
 
-  q [B, 1, H, D]; prompt_k/v [P, Lp, K, D] (rows p*N..p*N+N-1 attend to prompt p); prompt_mask [P, Lp] bool;
-  gen_k/v: blocks [B, S_j, K, D] of generated keys and values, gen_mask: their masks [B, S_j] bool.
+  q [B, 1, H, D]; prompt_k [P, K, D, Lp], prompt_v [P, K, Lp, D] (rows p*N..p*N+N-1 attend to prompt p);
+  prompt_mask [P, Lp] bool; gen_k [B, K, D, S_j] and gen_v [B, K, S_j, D]: blocks of generated keys and values,
+  gen_mask: their masks [B, S_j] bool.
   Returns [B, 1, H, D].
   """
   rows, _, heads, dim = q.shape
-  prompts, kv = prompt_k.shape[0], prompt_k.shape[2]
+  prompts, kv = prompt_k.shape[0], prompt_k.shape[1]
   groups, samples = heads // kv, rows // prompts
   qp = q.reshape(prompts, samples, kv, groups, dim)
-  logits_p = jnp.einsum("pnkgd,pskd->pnkgs", qp, prompt_k.astype(q.dtype), preferred_element_type=jnp.float32)
+  logits_p = _logits("pnkgd,pkds->pnkgs", qp, prompt_k.astype(q.dtype))
   logits_p = jnp.where(prompt_mask[:, None, None, None, :], logits_p * scale, _NEG)
   parts = [logits_p.reshape(rows, kv, groups, -1)]  # [B, K, G, Lp]
   qg = q.reshape(rows, kv, groups, dim)
   for k, m in zip(gen_k, gen_mask):
-    logits_g = jnp.einsum("bkgd,bskd->bkgs", qg, k.astype(q.dtype), preferred_element_type=jnp.float32)
+    logits_g = _logits("bkgd,bkds->bkgs", qg, k.astype(q.dtype))
     parts.append(jnp.where(m[:, None, None, :], logits_g * scale, _NEG))  # [B, K, G, S_j]
   probs = jax.nn.softmax(jnp.concatenate(parts, axis=-1), axis=-1).astype(q.dtype)
   bounds = [0]
   for part in parts:
     bounds.append(bounds[-1] + part.shape[-1])
   probs_p = probs[..., :bounds[1]].reshape(prompts, samples, kv, groups, -1)
-  out = jnp.einsum("pnkgs,pskd->pnkgd", probs_p, prompt_v.astype(q.dtype)).reshape(rows, kv, groups, dim)
+  out = jnp.einsum("pnkgs,pksd->pnkgd", probs_p, prompt_v.astype(q.dtype)).reshape(rows, kv, groups, dim)
   for j, v in enumerate(gen_v):
-    out = out + jnp.einsum("bkgs,bskd->bkgd", probs[..., bounds[j + 1]:bounds[j + 2]], v.astype(q.dtype))
+    out = out + jnp.einsum("bkgs,bksd->bkgd", probs[..., bounds[j + 1]:bounds[j + 2]], v.astype(q.dtype))
   return out.reshape(rows, 1, heads, dim)
 
 

@@ -3,7 +3,7 @@
 `generate_refill` samples N continuations of P prompts (B = P*N items, item p*N + n is sample n of prompt p; same
 arguments and outputs as `decoding.generate`) in a fixed number S of decode slots; `generate_shared` is the same
 with one slot per item (nothing to refill):
-- The P prompts are prefilled once into the prompt cache [P, Lp, K, D] per layer (as in the shared engine).
+- The P prompts are prefilled once into the prompt cache (keys [P, K, D, Lp], values [P, K, Lp, D] per layer).
 - Slots come in lanes of `lane` slots; a lane serves one prompt at a time. Prompt attention is one batched matmul
   per lane ([lane*H, D] x [Lp, D]): a prompt's keys are read once per lane and step, not once per row.
 - When an item ends (EOS, stop sequence, its length limit), its slot takes the next pending sample of its lane's
@@ -11,9 +11,9 @@ with one slot per item (nothing to refill):
   are all free it is bound to the next prompt no lane has served, or (when all have started) helps the prompt with
   the most pending samples. Slots wait only while their lane drains at the end of a prompt.
 - Each slot has its own step: its generated keys are written at its own position, in blocks of `block` positions
-  ([S, block, K, D] arrays per layer). Attention reads only the blocks up to the longest live item (live length):
-  decoding runs in phases of k live blocks, each a `while_loop` that exits when an item moves into block k+1 or the
-  longest one ends; a `switch` then picks the next phase.
+  (keys [S, K, D, block], values [S, K, block, D] per layer). Attention reads only the blocks up to the longest
+  live item (live length): decoding runs in phases of k live blocks, each a `while_loop` that exits when an item
+  moves into block k+1 or the longest one ends; a `switch` then picks the next phase.
 - Idle rows cost nothing once few items are left: a phase also has a width (S, S/2, S/4, S/8, at least MIN_WIDTH),
   the narrowest that holds the busy slots plus the pending items. Below S, the busy slots are gathered into that
   many rows (each reading its own prompt's keys), run through the model, and their keys and logits scattered back.
@@ -36,7 +36,10 @@ from mathft_jax.models import Decoder, DecoderConfig, init_cache
 from mathft_jax.models.decoder import unstack_layers
 from mathft_jax.models.layers import constrain
 
-_KV_AXES = ("batch", "length", "kv_heads", "head_dim")  # slots over the data axes, as rows are
+# Keys are kept transposed ([.., K, D, positions]) and values not ([.., K, positions, D]): both attention matmuls of a
+# step then read the cache as it lies, with no transposed operand (the key layout of vLLM's paged cache too).
+_KEY_AXES = ("batch", "kv_heads", "head_dim", "length")  # slots over the data axes, as rows are
+_VALUE_AXES = ("batch", "kv_heads", "length", "head_dim")
 MIN_WIDTH = 4  # the narrowest compacted batch of busy slots
 
 
@@ -50,8 +53,8 @@ class SlotState(NamedTuple):
   recent: jax.Array  # [S, T] int32: the item's tokens (for stop sequences)
   last_logits: jax.Array  # [S, V] float32: next-token logits
   lane_prompt: jax.Array  # [W] int32: the prompt a lane serves (-1: none yet)
-  gen_keys: tuple  # per layer, per block j: [S, block_j, K, D]
-  gen_values: tuple  # per layer, per block j: [S, block_j, K, D]
+  gen_keys: tuple  # per layer, per block j: [S, K, D, block_j]
+  gen_values: tuple  # per layer, per block j: [S, K, block_j, D]
   tokens: jax.Array  # [B, T] int32: the items' tokens, pad after their end
   lengths: jax.Array  # [B] int32
   item_logprob: jax.Array  # [B] float32
@@ -114,13 +117,14 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
   lane = max(1, min(lane, num_samples))
   slots = -(-min(slots or items, items) // lane) * lane
   starts = list(range(0, total, block))  # the generated blocks' first positions
+  sizes = [min(block, total - b) for b in starts]
   positions = mask_positions(mask)
   prompt_logits, prompt_cache = decoder.apply({"params": params}, tokens, positions, mask,
                                               init_cache(cfg, num_prompts, prompt_len))
   prompt_logits = prompt_logits[:, -1]  # [P, V]
   kv_dtype = jnp.dtype(kv_dtype or cfg.dtype)
-  prompt_keys = tuple(k.astype(kv_dtype) for k in prompt_cache.keys)
-  prompt_values = tuple(v.astype(kv_dtype) for v in prompt_cache.values)
+  prompt_keys = tuple(k.astype(kv_dtype).transpose(0, 2, 3, 1) for k in prompt_cache.keys)  # [P, K, D, Lp]
+  prompt_values = tuple(v.astype(kv_dtype).transpose(0, 2, 1, 3) for v in prompt_cache.values)  # [P, K, Lp, D]
   prompt_mask = mask.astype(bool)
   first_pos = positions[:, -1] + 1  # [P]
   keys = row_keys(rng, num_prompts, num_samples, prompt_ids)  # [B] per item
@@ -143,16 +147,20 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
     step = state.step[source]
     target = jnp.where(valid, index, slots)  # padding rows write nothing
 
-    def write(blocks, x, j):  # x [width, 1, K, D] into block j where a row's step falls in it (elsewhere dropped)
+    def write(blocks, x, j, keys: bool):  # x [width, 1, K, D] at each row's step, if it falls in block j
+      size = sizes[j]
       local = step - starts[j]
-      local = jnp.where((local >= 0) & (local < blocks[j].shape[1]), local, blocks[j].shape[1])
-      return constrain(blocks[j].at[target, local].set(x[:, 0].astype(kv_dtype), mode="drop"), _KV_AXES)
+      local = jnp.where((local >= 0) & (local < size), local, size)  # elsewhere: dropped
+      x = x[:, 0].astype(kv_dtype)  # [width, K, D]
+      if keys:  # block [S, K, D, size]
+        return constrain(blocks[j].at[target, :, :, local].set(x, mode="drop"), _KEY_AXES)
+      return constrain(blocks[j].at[target, :, local].set(x, mode="drop"), _VALUE_AXES)  # block [S, K, size, D]
 
     def attend(layer, q, k, v):
-      gk = [write(state.gen_keys[layer], k, j) for j in range(live)]
-      gv = [write(state.gen_values[layer], v, j) for j in range(live)]
+      gk = [write(state.gen_keys[layer], k, j, True) for j in range(live)]
+      gv = [write(state.gen_values[layer], v, j, False) for j in range(live)]
       read = (lambda b: b) if width == slots else (lambda b: b[source])  # noqa: E731
-      masks = [starts[j] + jnp.arange(b.shape[1])[None, :] <= step[:, None] for j, b in enumerate(gk)]
+      masks = [starts[j] + jnp.arange(sizes[j])[None, :] <= step[:, None] for j in range(live)]
       out = shared_attention(q, prompt_keys[layer][lanes], prompt_values[layer][lanes], prompt_mask[lanes],
                              [read(b) for b in gk], [read(b) for b in gv], masks, scale)
       return out, (tuple(gk) + state.gen_keys[layer][live:], tuple(gv) + state.gen_values[layer][live:])
@@ -211,9 +219,10 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
         lambda s: work_left(s) & (live_blocks(s) == live) & (width_index(s) == w),
         lambda s: step_fn(s, live, widths[w]), state)
 
-  kv_blocks = lambda: tuple(  # noqa: E731
-      constrain(jnp.zeros((slots, min(block, total - b), cfg.num_kv_heads, cfg.head_dim), kv_dtype), _KV_AXES)
-      for b in starts)
+  key_blocks = lambda: tuple(  # noqa: E731
+      constrain(jnp.zeros((slots, cfg.num_kv_heads, cfg.head_dim, size), kv_dtype), _KEY_AXES) for size in sizes)
+  value_blocks = lambda: tuple(  # noqa: E731
+      constrain(jnp.zeros((slots, cfg.num_kv_heads, size, cfg.head_dim), kv_dtype), _VALUE_AXES) for size in sizes)
   state = SlotState(
       handed_out=jnp.zeros(num_prompts, jnp.int32), next_prompt=jnp.array(0, jnp.int32),
       item=jnp.full(slots, -1, jnp.int32), step=jnp.zeros(slots, jnp.int32),
@@ -221,8 +230,8 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
       recent=jnp.full((slots, total if stop_sequences else 1), pad_id, jnp.int32),
       last_logits=jnp.zeros((slots, prompt_logits.shape[-1]), jnp.float32),
       lane_prompt=jnp.full(slots // lane, -1, jnp.int32),
-      gen_keys=tuple(kv_blocks() for _ in range(cfg.num_layers)),
-      gen_values=tuple(kv_blocks() for _ in range(cfg.num_layers)),
+      gen_keys=tuple(key_blocks() for _ in range(cfg.num_layers)),
+      gen_values=tuple(value_blocks() for _ in range(cfg.num_layers)),
       tokens=jnp.full((items, total), pad_id, jnp.int32), lengths=jnp.full(items, total, jnp.int32),
       item_logprob=jnp.zeros(items, jnp.float32), finish=jnp.full(items, FINISH_LENGTH, jnp.int32))
   phases = [phase(live, w) for live in range(1, len(starts) + 1) for w in range(len(widths))]
