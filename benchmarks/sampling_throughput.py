@@ -30,6 +30,8 @@ import numpy as np
 
 from mathft_jax.inference.decoding import Temperature, left_pad
 from mathft_jax.inference.engines import make_generate_fn
+from mathft_jax.partitioning import MeshConfig
+from mathft_jax.recipe.memory import estimate_sampling
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKLOADS = {"a16": (16, 16, 128, 256), "a64": (4, 64, 128, 256), "b": (2, 64, 1024, 256), "c": (4, 64, 128, None)}
@@ -52,11 +54,10 @@ def math_lengths(count: int, cap: int, seed: int = 0) -> list[int]:
   return [int(min(cap, max(8, x))) for x in rng.choice(lengths, count)]
 
 
-def kv_bytes(cfg, rows: int, prompts: int, prompt_len: int, new: int) -> tuple[int, int]:
-  """(classic, shared) KV cache bytes: B*(Lp+T) slots vs P*Lp + B*T, per layer, keys and values (B: rows or
-  decode slots)."""
-  slot = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * np.dtype(cfg.dtype).itemsize
-  return rows * (prompt_len + new) * slot, (prompts * prompt_len + rows * new) * slot
+def kv_bytes(cfg, engine: str, prompts: int, samples: int, prompt_len: int, new: int, slots: int = 0) -> int:
+  """KV cache bytes of one call on one device, from the memory estimator the recipe's plan uses."""
+  return estimate_sampling(cfg, MeshConfig(), 1, prompts, samples, prompt_len + new, engine=engine,
+                           prompt_length=prompt_len, decode_slots=slots).kv_cache
 
 
 def _time(fn, *args) -> float:
@@ -150,7 +151,7 @@ def main() -> None:
     limits = math_lengths(num_prompts * samples, 512) if new is None else None
     new = max(limits) if limits is not None else new
     rows = num_prompts * samples
-    classic_kv, shared_kv = kv_bytes(cfg, rows, num_prompts, prompt_len, new)
+    classic_kv, shared_kv = (kv_bytes(cfg, e, num_prompts, samples, prompt_len, new) for e in ("classic", "shared"))
     print(f"[{name}] {num_prompts} prompts x {samples} samples, prompt {prompt_len}, new tokens "
           f"{'MATH lengths, mean %.0f, max %d' % (np.mean(limits), new) if limits else new}; KV cache: classic "
           f"{classic_kv / 2 ** 20:,.0f} MiB, shared {shared_kv / 2 ** 20:,.0f} MiB "
@@ -162,7 +163,8 @@ def main() -> None:
     for label, engine, slots in runs:
       seconds, tokens = run_ours(cfg, params, prompts, samples, new, limits, engine, slots, args.lane)
       ours[label] = tokens / seconds
-      kv = f"; KV cache {kv_bytes(cfg, slots, num_prompts, prompt_len, new)[1] / 2 ** 20:,.0f} MiB" if slots else ""
+      kv = (f"; KV cache {kv_bytes(cfg, engine, num_prompts, samples, prompt_len, new, slots) / 2 ** 20:,.0f} MiB"
+            if slots else "")
       print(f"  mathft_jax {label + ':':<26}{ours[label]:9,.0f} tokens/s ({tokens:,} tokens in {seconds:.1f}s{kv})",
             flush=True)
     if not args.no_classic and limits is None:

@@ -7,6 +7,7 @@ the shortest MATH problems, and the fine-tuned generator and evaluator are expor
 checked against transformers: greedy samples equal `generate` (ids, text, token counts, the EOS stop) and the
 evaluator's scores equal its label probabilities under the tokenizer's own label ids.
 """
+import dataclasses
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 
 import hf_fixtures  # noqa: E402
 
-from mathft_jax.inference.infer import SamplingConfig  # noqa: E402
+from mathft_jax.inference.infer import SamplingConfig, infer  # noqa: E402
 from mathft_jax.models import hf_export, hf_import  # noqa: E402
 from mathft_jax.models.params_io import model_config, read_manifest  # noqa: E402
 from mathft_jax.partitioning import MeshConfig  # noqa: E402
@@ -112,6 +113,27 @@ def test_greedy_samples_equal_transformers_generate_of_the_exported_generator(ru
   assert any(r["finish_reason"] == "eos" for r in greedy)
   samples = _records(root / "run" / "eval_ssft" / "samples")
   assert any(r["finish_reason"] == "eos" and r["num_tokens"] < MAX_NEW for r in samples)
+
+
+def test_shared_and_refill_engines_sample_with_the_models_tokenizer(run):
+  """mathft-infer engine="refill" (1 slot: each sample decoded after the last ended) writes the classic engine's
+  greedy records; sampled, refill in 3 slots writes the shared engine's records (texts decoded with the model's own
+  tokenizer, ended at its EOS)."""
+  root, sampling = run["root"], run["kwargs"]["sampling"]
+  checkpoint, problems = str(root / "run" / "ssft" / "export"), str(root / "test.jsonl")
+
+  def sample(name, **changes):
+    infer(mode="sample", output_dir=str(root / name), checkpoint_path=checkpoint, problems=problems,
+          sampling=dataclasses.replace(sampling, **changes))
+    return [{k: r[k] for k in ("problem_id", "sample_id", "text", "num_tokens", "finish_reason")}
+            for r in _records(root / name)]
+
+  classic = [{k: r[k] for k in ("problem_id", "sample_id", "text", "num_tokens", "finish_reason")}
+             for r in _records(root / "run" / "eval_ssft" / "greedy")]
+  assert sample("greedy_refill", num_samples=1, temperature=0.0, engine="refill", slots=1, lane=1) == classic
+  shared = sample("samples_shared", engine="shared")
+  assert any(r["finish_reason"] == "eos" for r in shared) and len({r["text"] for r in shared}) > 4
+  assert sample("samples_refill", engine="refill", slots=3, lane=1) == shared
 
 
 def test_evaluator_scores_read_the_tokenizers_label_ids(run):

@@ -130,49 +130,50 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
   keys = row_keys(rng, num_prompts, num_samples, prompt_ids)  # [B] per item
   limit = jnp.full((items,), total, jnp.int32) if row_max_tokens is None else jnp.asarray(row_max_tokens, jnp.int32)
   scale = cfg.head_dim ** -0.5
-  rows = jnp.arange(slots)
+  fixed_lanes = slots == items and lane == num_samples  # generate_shared: one lane per prompt, bound in order
 
-  def forward(state: SlotState, token, live: int, width: int):
-    """Runs the live slots' tokens through the model, writing their keys at their steps; attention reads the first
-    `live` generated blocks. width == S: every slot, each lane's prompt keys read once for the lane; width < S: the
-    (at most `width`) busy slots gathered into `width` rows, each reading its own prompt's keys. Returns logits
-    [S, V] (stale for idle slots) and the new key and value blocks."""
-    if width == slots:
-      index, valid, lanes = rows, jnp.ones(slots, bool), jnp.maximum(state.lane_prompt, 0)  # lanes [W]
-    else:
-      index = jnp.nonzero(state.item >= 0, size=width, fill_value=slots)[0]  # [width]; slots: padding
-      valid = index < slots
-      lanes = jnp.maximum(state.item[jnp.minimum(index, slots - 1)], 0) // num_samples  # one row per "lane"
-    source = jnp.minimum(index, slots - 1)
-    step = state.step[source]
-    target = jnp.where(valid, index, slots)  # padding rows write nothing
+  def forward(state: SlotState, token, live: int, full: bool):
+    """Runs the slots' tokens through the model, writing their keys at their steps; attention reads the first `live`
+    generated blocks. full: every slot, each lane's prompt keys read once for the lane; else (a narrowed stage) each
+    row reads its own item's prompt. Returns logits [S', V] (stale for idle slots) and the new key and value blocks."""
+    width = state.item.shape[0]
+    step = state.step
+    target = jnp.arange(width)
+    item_prompt = jnp.maximum(state.item, 0) // num_samples
 
     def write(blocks, x, j, keys: bool):  # x [width, 1, K, D] at each row's step, if it falls in block j
       size = sizes[j]
       local = step - starts[j]
       local = jnp.where((local >= 0) & (local < size), local, size)  # elsewhere: dropped
       x = x[:, 0].astype(kv_dtype)  # [width, K, D]
-      if keys:  # block [S, K, D, size]
+      if keys:  # block [S', K, D, size]
         return constrain(blocks[j].at[target, :, :, local].set(x, mode="drop"), _KEY_AXES)
-      return constrain(blocks[j].at[target, :, local].set(x, mode="drop"), _VALUE_AXES)  # block [S, K, size, D]
+      return constrain(blocks[j].at[target, :, local].set(x, mode="drop"), _VALUE_AXES)  # block [S', K, size, D]
 
     def attend(layer, q, k, v):
       gk = [write(state.gen_keys[layer], k, j, True) for j in range(live)]
       gv = [write(state.gen_values[layer], v, j, False) for j in range(live)]
-      read = (lambda b: b) if width == slots else (lambda b: b[source])  # noqa: E731
       masks = [starts[j] + jnp.arange(sizes[j])[None, :] <= step[:, None] for j in range(live)]
-      out = shared_attention(q, prompt_keys[layer][lanes], prompt_values[layer][lanes], prompt_mask[lanes],
-                             [read(b) for b in gk], [read(b) for b in gv], masks, scale)
+      if full and fixed_lanes:  # lane p serves prompt p throughout: no gather
+        out = shared_attention(q, prompt_keys[layer], prompt_values[layer], prompt_mask, gk, gv, masks, scale)
+      elif full:
+        lanes = jnp.maximum(state.lane_prompt, 0)  # [W]
+        out = shared_attention(q, prompt_keys[layer][lanes], prompt_values[layer][lanes], prompt_mask[lanes],
+                               gk, gv, masks, scale)
+      else:
+        out = shared_attention(q, prompt_keys[layer], prompt_values[layer], prompt_mask, gk, gv, masks, scale,
+                               row_prompt=item_prompt)
       return out, (tuple(gk) + state.gen_keys[layer][live:], tuple(gv) + state.gen_values[layer][live:])
 
-    item_prompt = jnp.maximum(state.item[source], 0) // num_samples
-    logits, kv = decoder.apply({"params": params}, token[source][:, None], (first_pos[item_prompt] + step)[:, None],
+    logits, kv = decoder.apply({"params": params}, token[:, None], (first_pos[item_prompt] + step)[:, None],
                                attend=attend)
-    last = logits[:, -1] if width == slots else state.last_logits.at[target].set(logits[:, -1], mode="drop")
-    return last, tuple(x[0] for x in kv), tuple(x[1] for x in kv)
+    return logits[:, -1], tuple(x[0] for x in kv), tuple(x[1] for x in kv)
 
-  def step_fn(state: SlotState, live: int, width: int) -> SlotState:
-    state, taken = refill(state, num_samples, lane)
+  def step_fn(state: SlotState, live: int, full: bool) -> SlotState:
+    if full:
+      state, taken = refill(state, num_samples, lane)
+    else:  # narrowed stages start once every item is handed out: nothing to refill
+      taken = jnp.zeros_like(state.item, bool)
     item_prompt = jnp.maximum(state.item, 0) // num_samples
     last = jnp.where(taken[:, None], prompt_logits[item_prompt], state.last_logits)
     step = jnp.where(taken, 0, state.step)
@@ -183,7 +184,7 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
     token_logp = jnp.take_along_axis(jax.nn.log_softmax(last), token[:, None], axis=1)[:, 0]
     token = jnp.where(active, token, pad_id)
     logprob = logprob + jnp.where(active, token_logp, 0.0)
-    recent = state.recent.at[rows, step].set(token) if stop_sequences else state.recent
+    recent = state.recent.at[jnp.arange(step.shape[0]), step].set(token) if stop_sequences else state.recent
     hit_eos = active & (token == eos_id)
     hit_stop = jnp.zeros_like(active)
     for seq in stop_sequences:
@@ -198,7 +199,7 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
         lengths=state.lengths.at[end_row].set(step + 1, mode="drop"),
         item_logprob=state.item_logprob.at[end_row].set(logprob, mode="drop"),
         finish=state.finish.at[end_row].set(why, mode="drop"))
-    logits, gen_keys, gen_values = forward(state._replace(last_logits=last), token, live, width)
+    logits, gen_keys, gen_values = forward(state, token, live, full)
     return state._replace(item=jnp.where(ended, -1, state.item), step=jnp.where(active & ~ended, step + 1, step),
                           logprob=logprob, last_logits=logits, gen_keys=gen_keys, gen_values=gen_values)
 
@@ -208,16 +209,25 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
   def live_blocks(state: SlotState):  # blocks the next step attends to: up to the longest live item's
     return jnp.max(jnp.where(state.item >= 0, state.step, 0)) // block + 1
 
+  # Stages of decreasing width: S slots while items are pending, then (every item handed out) the narrowest width
+  # that holds the busy slots; entering a stage moves its busy slots (all of them) into its rows, once.
   widths = sorted({slots} | {slots >> k for k in range(1, 4) if slots >> k >= MIN_WIDTH}, reverse=True)
 
-  def width_index(state: SlotState):  # the narrowest width that holds the busy slots after the next refill
-    busy = jnp.minimum(jnp.sum(state.item >= 0) + jnp.sum(num_samples - state.handed_out), slots)
-    return jnp.sum(jnp.asarray(widths) >= busy) - 1
+  def stays(state: SlotState, stage: int):  # work left, and no narrower stage holds it yet
+    narrower = widths[stage + 1] if stage + 1 < len(widths) else 0
+    pending = jnp.any(state.handed_out < num_samples)
+    return work_left(state) & (pending | (jnp.sum(state.item >= 0) > narrower))
 
-  def phase(live: int, w: int):
+  def narrow(state: SlotState, width: int) -> SlotState:  # the busy slots (at most width) into `width` rows
+    order = jnp.argsort(state.item < 0, stable=True)[:width]
+    take = lambda x: x[order]  # noqa: E731
+    return state._replace(item=take(state.item), step=take(state.step), logprob=take(state.logprob),
+                          recent=take(state.recent), last_logits=take(state.last_logits),
+                          gen_keys=jax.tree.map(take, state.gen_keys), gen_values=jax.tree.map(take, state.gen_values))
+
+  def phase(live: int, stage: int):
     return lambda state: jax.lax.while_loop(
-        lambda s: work_left(s) & (live_blocks(s) == live) & (width_index(s) == w),
-        lambda s: step_fn(s, live, widths[w]), state)
+        lambda s: stays(s, stage) & (live_blocks(s) == live), lambda s: step_fn(s, live, stage == 0), state)
 
   key_blocks = lambda: tuple(  # noqa: E731
       constrain(jnp.zeros((slots, cfg.num_kv_heads, cfg.head_dim, size), kv_dtype), _KEY_AXES) for size in sizes)
@@ -234,9 +244,12 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
       gen_values=tuple(value_blocks() for _ in range(cfg.num_layers)),
       tokens=jnp.full((items, total), pad_id, jnp.int32), lengths=jnp.full(items, total, jnp.int32),
       item_logprob=jnp.zeros(items, jnp.float32), finish=jnp.full(items, FINISH_LENGTH, jnp.int32))
-  phases = [phase(live, w) for live in range(1, len(starts) + 1) for w in range(len(widths))]
-  state = jax.lax.while_loop(
-      work_left, lambda s: jax.lax.switch((live_blocks(s) - 1) * len(widths) + width_index(s), phases, s), state)
+  for stage, width in enumerate(widths):
+    if stage:
+      state = narrow(state, width)
+    phases = [phase(live, stage) for live in range(1, len(starts) + 1)]
+    state = jax.lax.while_loop(lambda s, stage=stage: stays(s, stage),
+                               lambda s, phases=phases: jax.lax.switch(live_blocks(s) - 1, phases, s), state)
   return {"tokens": state.tokens, "num_tokens": state.lengths, "logprob": state.item_logprob,
           "finish": state.finish}
 
