@@ -67,6 +67,22 @@ def _time(fn, *args) -> float:
   return time.perf_counter() - start
 
 
+def dense_floor(cfg, params, rows: int) -> float:
+  """Seconds of one decode step's dense part alone for `rows` rows (every matmul and the lm_head, attention left
+  out): no engine's step is faster, so rows / this is the ceiling of any engine's tokens/s on these weights here."""
+  from mathft_jax.models import Decoder
+  from mathft_jax.models.decoder import unstack_layers
+  if cfg.scan_layers:
+    params, cfg = unstack_layers(params), cfg.__class__(**{**cfg.__dict__, "scan_layers": False})
+  fn = jax.jit(lambda p, t, q: Decoder(cfg).apply({"params": p}, t, q, attend=lambda i, q, k, v: (q, (k, v)))[0])
+  tokens, positions = np.ones((rows, 1), np.int32), np.full((rows, 1), 5, np.int32)
+  jax.block_until_ready(fn(params, tokens, positions))
+  start = time.perf_counter()
+  for _ in range(5):
+    jax.block_until_ready(fn(params, tokens, positions))
+  return (time.perf_counter() - start) / 5
+
+
 def run_ours(cfg, params, prompts, samples, new, limits, engine, slots=0, lane=16) -> tuple[float, int]:
   """(seconds, tokens) of one call of our `engine` after a warm-up call; limits: per-sample lengths or None."""
   tokens, mask = left_pad(prompts, len(prompts[0]))
@@ -156,6 +172,9 @@ def main() -> None:
           f"{'MATH lengths, mean %.0f, max %d' % (np.mean(limits), new) if limits else new}; KV cache: classic "
           f"{classic_kv / 2 ** 20:,.0f} MiB, shared {shared_kv / 2 ** 20:,.0f} MiB "
           f"({classic_kv / shared_kv:.1f}x less)")
+    floor = dense_floor(cfg, params, rows)
+    print(f"  dense part alone, {rows} rows: {floor * 1e3:.0f} ms a step -> at most {rows / floor:,.0f} tokens/s "
+          f"for any engine (every row busy)", flush=True)
     runs = [("shared-prompt engine", "shared", 0)]
     if limits is not None:  # variable lengths: the slot-refill engine with fewer slots than samples
       runs += [(f"slot refill, {n} slots", "refill", n) for n in map(int, filter(None, args.slots.split(",")))]

@@ -233,6 +233,12 @@ def test_shared_attention_is_the_softmax_over_prompt_and_generated_keys():
   m_all = jnp.concatenate([rep(pmask), gmask], 1)[:, None, None, :]
   np.testing.assert_allclose(np.asarray(out), np.asarray(grouped_attention(q, k_all, v_all, m_all, dim ** -0.5)),
                              atol=1e-5)
+  # Rows in any order, each naming its prompt (a narrowed stage): the same outputs, row by row.
+  perm = jnp.asarray([3, 0, 4, 1, 5, 2])
+  mixed = shared_attention(q[perm], pkh, pvh, pmask, (gkh[perm][..., :4], gkh[perm][..., 4:]),
+                           (gvh[perm][:, :, :4], gvh[perm][:, :, 4:]), (gmask[perm][:, :4], gmask[perm][:, 4:]),
+                           dim ** -0.5, row_prompt=perm // samples)
+  np.testing.assert_allclose(np.asarray(mixed), np.asarray(out)[np.asarray(perm)], atol=1e-5)
 
 
 def test_inverse_cdf_draw_is_exact_and_never_draws_impossible_tokens():

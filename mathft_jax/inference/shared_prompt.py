@@ -18,6 +18,7 @@ The decode loop that uses them is `slot_refill.generate_refill` (and `generate_s
 KV memory: P*Lp + B*T slots per layer instead of B*(Lp+T) (1,024-token prompts, N=64, T=256: 4.9x less).
 Shapes: P prompts, N samples, B = P*N rows, Lp prompt bucket, T max new tokens, H heads, K kv heads, D head dim.
 """
+import functools
 from typing import Sequence
 
 import jax
@@ -50,31 +51,36 @@ def shared_attention(q, prompt_k, prompt_v, prompt_mask, gen_k: Sequence, gen_v:
   prompts, kv, lp = prompt_k.shape[0], prompt_k.shape[1], prompt_k.shape[3]
   groups = heads // kv
   qg = q.reshape(rows, kv, groups, dim)
-  if row_prompt is None:
+  if row_prompt is None:  # the prompt part stays in [P, K, N*G, .] (one matmul per prompt and kv head)
     samples = rows // prompts
-    logits_p = _logits("pnkgd,pkds->pnkgs", qg.reshape(prompts, samples, kv, groups, dim), prompt_k.astype(q.dtype))
-    logits_p = jnp.where(prompt_mask[:, None, None, None, :], logits_p * scale, _NEG).reshape(rows, kv, groups, lp)
+    to_prompt = lambda x: x.reshape(prompts, samples, kv, groups, *x.shape[3:]).swapaxes(1, 2).reshape(  # noqa: E731
+        prompts, kv, samples * groups, *x.shape[3:])  # [B, K, G, ...] -> [P, K, N*G, ...]
+    to_rows = lambda x: x.reshape(prompts, kv, samples, groups, *x.shape[3:]).swapaxes(1, 2).reshape(  # noqa: E731
+        rows, kv, groups, *x.shape[3:])
+    logits_p = _logits("pkrd,pkds->pkrs", to_prompt(qg), prompt_k.astype(q.dtype))  # [P, K, N*G, Lp]
+    logits_p = jnp.where(prompt_mask[:, None, None, :], logits_p * scale, _NEG)
   else:
+    to_prompt = to_rows = lambda x: x  # noqa: E731
     logits_p = _logits("bkgd,pkds->bkgps", qg, prompt_k.astype(q.dtype))  # [B, K, G, P, Lp]
     own = (row_prompt[:, None, None] == jnp.arange(prompts)[None, :, None]) & prompt_mask[None]  # [B, P, Lp]
     logits_p = jnp.where(own[:, None, None], logits_p * scale, _NEG).reshape(rows, kv, groups, prompts * lp)
-  parts = [logits_p]  # [B, K, G, Lp or P*Lp]
-  for k, m in zip(gen_k, gen_mask):
-    logits_g = _logits("bkgd,bkds->bkgs", qg, k.astype(q.dtype))
-    parts.append(jnp.where(m[:, None, None, :], logits_g * scale, _NEG))  # [B, K, G, S_j]
-  probs = jax.nn.softmax(jnp.concatenate(parts, axis=-1), axis=-1).astype(q.dtype)
-  bounds = [0]
-  for part in parts:
-    bounds.append(bounds[-1] + part.shape[-1])
+  logits_g = [jnp.where(m[:, None, None, :], _logits("bkgd,bkds->bkgs", qg, k.astype(q.dtype)) * scale, _NEG)
+              for k, m in zip(gen_k, gen_mask)]  # [B, K, G, S_j]
+  # One softmax over all parts without joining them: a shared max, then each part's exp, sum and value read.
+  top = functools.reduce(jnp.maximum, [x.max(-1) for x in logits_g], to_rows(logits_p.max(-1)))  # [B, K, G]
+  probs_p = jnp.exp(logits_p - to_prompt(top)[..., None])
+  total = to_rows(probs_p.sum(-1))
   if row_prompt is None:
-    probs_p = probs[..., :bounds[1]].reshape(prompts, rows // prompts, kv, groups, lp)
-    out = jnp.einsum("pnkgs,pksd->pnkgd", probs_p, prompt_v.astype(q.dtype)).reshape(rows, kv, groups, dim)
+    out = to_rows(jnp.einsum("pkrs,pksd->pkrd", probs_p.astype(q.dtype), prompt_v.astype(q.dtype)))
   else:
-    probs_p = probs[..., :bounds[1]].reshape(rows, kv, groups, prompts, lp)
-    out = jnp.einsum("bkgps,pksd->bkgd", probs_p, prompt_v.astype(q.dtype))
-  for j, v in enumerate(gen_v):
-    out = out + jnp.einsum("bkgs,bksd->bkgd", probs[..., bounds[j + 1]:bounds[j + 2]], v.astype(q.dtype))
-  return out.reshape(rows, 1, heads, dim)
+    out = jnp.einsum("bkgps,pksd->bkgd", probs_p.reshape(rows, kv, groups, prompts, lp).astype(q.dtype),
+                     prompt_v.astype(q.dtype))
+  out = out.astype(jnp.float32)
+  for x, v in zip(logits_g, gen_v):
+    probs = jnp.exp(x - top[..., None])
+    total = total + probs.sum(-1)
+    out = out + jnp.einsum("bkgs,bksd->bkgd", probs.astype(q.dtype), v.astype(q.dtype)).astype(jnp.float32)
+  return (out / total[..., None]).astype(q.dtype).reshape(rows, 1, heads, dim)
 
 
 def inverse_cdf_draw(logits: jax.Array, u: jax.Array, block: int = 256) -> jax.Array:

@@ -14,10 +14,11 @@ with one slot per item (nothing to refill):
   (keys [S, K, D, block], values [S, K, block, D] per layer). Attention reads only the blocks up to the longest
   live item (live length): decoding runs in phases of k live blocks, each a `while_loop` that exits when an item
   moves into block k+1 or the longest one ends; a `switch` then picks the next phase.
-- Idle rows cost nothing once few items are left: a phase also has a width (S, S/2, S/4, S/8, at least MIN_WIDTH),
-  the narrowest that holds the busy slots plus the pending items. Below S, the busy slots are gathered into that
-  many rows (each reading its own prompt's keys), run through the model, and their keys and logits scattered back.
-  So at the end of a call the step's cost follows the rows still decoding, not S.
+- Idle rows cost nothing once few items are left: decoding runs in stages of decreasing width (S, S/2, S/4, S/8
+  rows, at least MIN_WIDTH). Once every item is handed out and the busy slots fit a narrower width, the busy slots'
+  state (keys, values, logits, steps) is moved once into that many rows, and the stage decodes them there, each row
+  reading its own item's prompt (`shared_attention(row_prompt=...)`). So at the end of a call the step's cost
+  follows the rows still decoding, not S, with no per-step gather.
 - An item's random stream is keyed by (prompt id, sample index) and its own step, exactly as in the shared engine,
   so its text does not depend on the slot count, the lane size, or which slot served it.
 
