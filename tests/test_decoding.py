@@ -80,7 +80,7 @@ def test_first_token_distribution_matches_softmax(tiny, sampler, engine):
   assert scipy.stats.chisquare(observed, expected).pvalue > 1e-3
   if isinstance(sampler, TopK):
     assert support.sum() == 5
-  if isinstance(sampler, TopP):
+  if isinstance(sampler, TopP):  # fails if top-p truncates nothing (whole vocab) or keeps only the argmax (1 token)
     assert 1 < support.sum() < cfg.vocab_size
   if isinstance(sampler, (TopK, TopP)):  # the truncation set, computed independently of the sampler's code
     raw = _first_token_probs(cfg, params, prompt, lambda x: x / sampler.temperature)
