@@ -89,17 +89,10 @@ def dense_floor(cfg, params, rows: int) -> float:
 def run_ours(cfg, params, prompts, samples, new, limits, engine, slots=0, lane=16) -> tuple[float, int]:
   """(seconds, tokens) of one call of our `engine` after a warm-up call; limits: per-sample lengths or None."""
   tokens, mask = left_pad(prompts, len(prompts[0]))
-  kwargs = dict(num_samples=samples, max_new_tokens=new, sampler=Temperature(1.0), eos_id=-1)
-  if limits is not None:  # per-sample lengths: the engines' row limits
-    from mathft_jax.inference.slot_refill import generate_refill, generate_shared
-    if engine == "refill":
-      fn = jax.jit(lambda p, t, m, r: generate_refill(p, cfg, t, m, r, row_max_tokens=limits, slots=slots, lane=lane,
-                                                      **kwargs))
-    else:
-      fn = jax.jit(lambda p, t, m, r: generate_shared(p, cfg, t, m, r, row_max_tokens=limits, **kwargs))
-    return _time(fn, params, tokens, mask, jax.random.PRNGKey(1)), int(sum(limits))
-  fn = make_generate_fn(cfg, engine=engine, slots=slots, lane=lane, **kwargs)
-  return _time(fn, params, tokens, mask, jax.random.PRNGKey(1)), len(prompts) * samples * new
+  fn = make_generate_fn(cfg, num_samples=samples, max_new_tokens=new, sampler=Temperature(1.0), eos_id=-1,
+                        engine=engine, slots=slots, lane=lane, row_max_tokens=limits)
+  tokens_made = int(sum(limits)) if limits is not None else len(prompts) * samples * new
+  return _time(fn, params, tokens, mask, jax.random.PRNGKey(1)), tokens_made
 
 
 def run_vllm(python, model_dir, prompts, samples, new, limits, dtype) -> dict:
