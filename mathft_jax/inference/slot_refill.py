@@ -51,7 +51,7 @@ class SlotState(NamedTuple):
   item: jax.Array  # [S] int32: the item a slot serves, -1 when free
   step: jax.Array  # [S] int32: tokens the slot's item has drawn so far
   logprob: jax.Array  # [S] float32: sum of the item's token log-probs
-  recent: jax.Array  # [S, T] int32: the item's tokens (for stop sequences)
+  recent: jax.Array | None  # [S, T] int32: the item's tokens (None without stop sequences)
   last_logits: jax.Array  # [S, V] float32: next-token logits
   lane_prompt: jax.Array  # [W] int32: the prompt a lane serves (-1: none yet)
   gen_keys: tuple  # per layer, per block j: [S, K, D, block_j]
@@ -185,7 +185,7 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
     token_logp = jnp.take_along_axis(jax.nn.log_softmax(last), token[:, None], axis=1)[:, 0]
     token = jnp.where(active, token, pad_id)
     logprob = logprob + jnp.where(active, token_logp, 0.0)
-    recent = state.recent.at[jnp.arange(step.shape[0]), step].set(token) if stop_sequences else state.recent
+    recent = state.recent.at[jnp.arange(step.shape[0]), step].set(token) if stop_sequences else None
     hit_eos = active & (token == eos_id)
     hit_stop = jnp.zeros_like(active)
     for seq in stop_sequences:
@@ -204,9 +204,6 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
     return state._replace(item=jnp.where(ended, -1, state.item), step=jnp.where(active & ~ended, step + 1, step),
                           logprob=logprob, last_logits=logits, gen_keys=gen_keys, gen_values=gen_values)
 
-  def work_left(state: SlotState):
-    return jnp.any(state.handed_out < num_samples) | jnp.any(state.item >= 0)
-
   def live_blocks(state: SlotState):  # blocks the next step attends to: up to the longest live item's
     return jnp.max(jnp.where(state.item >= 0, state.step, 0)) // block + 1
 
@@ -214,16 +211,15 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
   # that holds the busy slots; entering a stage moves its busy slots (all of them) into its rows, once.
   widths = sorted({slots} | {slots >> k for k in range(1, 4) if slots >> k >= MIN_WIDTH}, reverse=True)
 
-  def stays(state: SlotState, stage: int):  # work left, and no narrower stage holds it yet
+  def stays(state: SlotState, stage: int):  # items pending, or more busy slots than a narrower stage holds (0)
     narrower = widths[stage + 1] if stage + 1 < len(widths) else 0
-    pending = jnp.any(state.handed_out < num_samples)
-    return work_left(state) & (pending | (jnp.sum(state.item >= 0) > narrower))
+    return jnp.any(state.handed_out < num_samples) | (jnp.sum(state.item >= 0) > narrower)
 
   def narrow(state: SlotState, width: int) -> SlotState:  # the busy slots (at most width) into `width` rows
     order = jnp.argsort(state.item < 0, stable=True)[:width]
     take = lambda x: x[order]  # noqa: E731
     return state._replace(item=take(state.item), step=take(state.step), logprob=take(state.logprob),
-                          recent=take(state.recent), last_logits=take(state.last_logits),
+                          recent=jax.tree.map(take, state.recent), last_logits=take(state.last_logits),
                           gen_keys=jax.tree.map(take, state.gen_keys), gen_values=jax.tree.map(take, state.gen_values))
 
   def phase(live: int, stage: int):
@@ -238,7 +234,7 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
       handed_out=jnp.zeros(num_prompts, jnp.int32), next_prompt=jnp.array(0, jnp.int32),
       item=jnp.full(slots, -1, jnp.int32), step=jnp.zeros(slots, jnp.int32),
       logprob=jnp.zeros(slots, jnp.float32),
-      recent=jnp.full((slots, total if stop_sequences else 1), pad_id, jnp.int32),
+      recent=jnp.full((slots, total), pad_id, jnp.int32) if stop_sequences else None,
       last_logits=jnp.zeros((slots, prompt_logits.shape[-1]), jnp.float32),
       lane_prompt=jnp.full(slots // lane, -1, jnp.int32),
       gen_keys=tuple(key_blocks() for _ in range(cfg.num_layers)),
