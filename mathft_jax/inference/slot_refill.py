@@ -133,10 +133,12 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
   scale = cfg.head_dim ** -0.5
   fixed_lanes = slots == items and lane == num_samples  # generate_shared: one lane per prompt, bound in order
 
-  def forward(state: SlotState, token, live: int, full: bool):
+  def forward(state: SlotState, token, live: jax.Array, full: bool):
     """Runs the slots' tokens through the model, writing their keys at their steps; attention reads the first `live`
-    generated blocks. full: every slot, each lane's prompt keys read once for the lane; else (a narrowed stage) each
-    row reads its own item's prompt. Returns logits [S', V] (stale for idle slots) and the new key and value blocks."""
+    ([] int) generated blocks, picked per layer by a `switch` over the block counts (the dense part is compiled
+    once, not once per count). full: every slot, each lane's prompt keys read once for the lane; else (a narrowed
+    stage) each row reads its own item's prompt. Returns logits [S', V] (stale for idle slots) and the new key and
+    value blocks."""
     width = state.item.shape[0]
     step = state.step
     target = jnp.arange(width)
@@ -152,25 +154,27 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
       return constrain(blocks[j].at[target, :, local].set(x, mode="drop"), _VALUE_AXES)  # block [S', K, size, D]
 
     def attend(layer, q, k, v):
-      gk = [write(state.gen_keys[layer], k, j, True) for j in range(live)]
-      gv = [write(state.gen_values[layer], v, j, False) for j in range(live)]
-      masks = [starts[j] + jnp.arange(sizes[j])[None, :] <= step[:, None] for j in range(live)]
-      if full and fixed_lanes:  # lane p serves prompt p throughout: no gather
-        out = shared_attention(q, prompt_keys[layer], prompt_values[layer], prompt_mask, gk, gv, masks, scale)
-      elif full:
+      gk = tuple(write(state.gen_keys[layer], k, j, True) for j in range(len(starts)))
+      gv = tuple(write(state.gen_values[layer], v, j, False) for j in range(len(starts)))
+      pk, pv, pm, row_prompt = prompt_keys[layer], prompt_values[layer], prompt_mask, None
+      if full and not fixed_lanes:  # (fixed lanes: lane p serves prompt p throughout, no gather)
         lanes = jnp.maximum(state.lane_prompt, 0)  # [W]
-        out = shared_attention(q, prompt_keys[layer][lanes], prompt_values[layer][lanes], prompt_mask[lanes],
-                               gk, gv, masks, scale)
-      else:
-        out = shared_attention(q, prompt_keys[layer], prompt_values[layer], prompt_mask, gk, gv, masks, scale,
-                               row_prompt=item_prompt)
-      return out, (tuple(gk) + state.gen_keys[layer][live:], tuple(gv) + state.gen_values[layer][live:])
+        pk, pv, pm = pk[lanes], pv[lanes], pm[lanes]
+      elif not full:
+        row_prompt = item_prompt
+
+      def over(n):  # attention over the first n generated blocks
+        masks = [starts[j] + jnp.arange(sizes[j])[None, :] <= step[:, None] for j in range(n)]
+        return lambda q, gk, gv: shared_attention(q, pk, pv, pm, gk[:n], gv[:n], masks, scale, row_prompt=row_prompt)
+      if len(starts) == 1:
+        return over(1)(q, gk, gv), (gk, gv)
+      return jax.lax.switch(live - 1, [over(n) for n in range(1, len(starts) + 1)], q, gk, gv), (gk, gv)
 
     logits, kv = decoder.apply({"params": params}, token[:, None], (first_pos[item_prompt] + step)[:, None],
                                attend=attend)
     return logits[:, -1], tuple(x[0] for x in kv), tuple(x[1] for x in kv)
 
-  def step_fn(state: SlotState, live: int, full: bool) -> SlotState:
+  def step_fn(state: SlotState, full: bool) -> SlotState:
     if full:
       state, taken = refill(state, num_samples, lane)
     else:  # narrowed stages start once every item is handed out: nothing to refill
@@ -200,12 +204,10 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
         lengths=state.lengths.at[end_row].set(step + 1, mode="drop"),
         item_logprob=state.item_logprob.at[end_row].set(logprob, mode="drop"),
         finish=state.finish.at[end_row].set(why, mode="drop"))
+    live = jnp.max(jnp.where(active & ~ended, step, 0)) // block + 1  # blocks up to the longest live item's
     logits, gen_keys, gen_values = forward(state, token, live, full)
     return state._replace(item=jnp.where(ended, -1, state.item), step=jnp.where(active & ~ended, step + 1, step),
                           logprob=logprob, last_logits=logits, gen_keys=gen_keys, gen_values=gen_values)
-
-  def live_blocks(state: SlotState):  # blocks the next step attends to: up to the longest live item's
-    return jnp.max(jnp.where(state.item >= 0, state.step, 0)) // block + 1
 
   # Stages of decreasing width: S slots while items are pending, then (every item handed out) the narrowest width
   # that holds the busy slots; entering a stage moves its busy slots (all of them) into its rows, once.
@@ -221,10 +223,6 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
     return state._replace(item=take(state.item), step=take(state.step), logprob=take(state.logprob),
                           recent=jax.tree.map(take, state.recent), last_logits=take(state.last_logits),
                           gen_keys=jax.tree.map(take, state.gen_keys), gen_values=jax.tree.map(take, state.gen_values))
-
-  def phase(live: int, stage: int):
-    return lambda state: jax.lax.while_loop(
-        lambda s: stays(s, stage) & (live_blocks(s) == live), lambda s: step_fn(s, live, stage == 0), state)
 
   key_blocks = lambda: tuple(  # noqa: E731
       constrain(jnp.zeros((slots, cfg.num_kv_heads, cfg.head_dim, size), kv_dtype), _KEY_AXES) for size in sizes)
@@ -244,9 +242,8 @@ def generate_refill(params, cfg: DecoderConfig, tokens: jax.Array, mask: jax.Arr
   for stage, width in enumerate(widths):
     if stage:
       state = narrow(state, width)
-    phases = [phase(live, stage) for live in range(1, len(starts) + 1)]
     state = jax.lax.while_loop(lambda s, stage=stage: stays(s, stage),
-                               lambda s, phases=phases: jax.lax.switch(live_blocks(s) - 1, phases, s), state)
+                               lambda s, stage=stage: step_fn(s, stage == 0), state)
   return {"tokens": state.tokens, "num_tokens": state.lengths, "logprob": state.item_logprob,
           "finish": state.finish}
 
