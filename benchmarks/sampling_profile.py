@@ -7,6 +7,8 @@
 --ablate attention: `shared_attention` returns its queries (no attention at all; the KV writes, draws and the dense
 part stay); --ablate prompt: the prompt part reads one position instead of the whole prompt. The difference to the
 full run is what that part costs a call. These are measurements of the engine's parts, never a way to sample.
+--compile_preset NAME: instead, times lowering and compiling both engines for one of our presets (abstract
+parameters, nothing allocated): 1 prompt of 512 tokens x 64 samples, --new_tokens T, bfloat16.
 --profile N: traces one more call (`jax.profiler`) and prints the N op kinds that took the most time, summed over
 the backend's threads and grouped by their JAX source op (layer numbers and `switch` branches folded together).
 """
@@ -48,6 +50,23 @@ def op_table(trace_dir: str, hlo_text: str, top: int) -> list[str]:
   return [f"{ns / 1e6:9.1f} ms {100 * ns / total:5.1f}%  {name}" for name, ns in spent.most_common(top)]
 
 
+def compile_times(name: str, new_tokens: int) -> None:
+  """Prints the seconds to lower and to compile the classic and the shared engine for preset `name`."""
+  from mathft_jax.inference.engines import make_generate_fn
+  from mathft_jax.models import abstract_params, preset
+  cfg = preset(name, {"dtype": "bfloat16"})
+  params = jax.tree.map(lambda x: getattr(x, "value", x), abstract_params(cfg), is_leaf=lambda x: hasattr(x, "value"))
+  prompt = jax.ShapeDtypeStruct((1, 512), jax.numpy.int32)
+  for engine in ("classic", "shared"):
+    fn = make_generate_fn(cfg, num_samples=64, max_new_tokens=new_tokens, sampler=Temperature(1.0), engine=engine)
+    start = time.perf_counter()
+    lowered = fn.lower(params, prompt, prompt, jax.random.PRNGKey(0))
+    middle = time.perf_counter()
+    lowered.compile()
+    print(f"{name}, T={new_tokens}, engine {engine}: lowered in {middle - start:.1f} s, compiled in "
+          f"{time.perf_counter() - middle:.1f} s", flush=True)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workload", default="b", choices=sorted(bench.WORKLOADS))
@@ -57,7 +76,11 @@ def main() -> None:
   parser.add_argument("--kv_dtype", default=None, help="the KV cache's dtype (default: the compute dtype)")
   parser.add_argument("--ablate", choices=["attention", "prompt"], help="leave this part of the step out")
   parser.add_argument("--profile", type=int, default=0, help="print the N costliest op kinds of a traced call")
+  parser.add_argument("--compile_preset", help="only time lowering and compiling both engines for this preset")
+  parser.add_argument("--new_tokens", type=int, default=1024, help="T for --compile_preset")
   args = parser.parse_args()
+  if args.compile_preset:
+    return compile_times(args.compile_preset, args.new_tokens)
   from mathft_jax.models.hf_import import load_hf_checkpoint
   tmp = tempfile.TemporaryDirectory()
   model_dir = os.path.join(tmp.name, "model")

@@ -12,8 +12,8 @@ with one slot per item (nothing to refill):
   the most pending samples. Slots wait only while their lane drains at the end of a prompt.
 - Each slot has its own step: its generated keys are written at its own position, in blocks of `block` positions
   (keys [S, K, D, block], values [S, K, block, D] per layer). Attention reads only the blocks up to the longest
-  live item (live length): decoding runs in phases of k live blocks, each a `while_loop` that exits when an item
-  moves into block k+1 or the longest one ends; a `switch` then picks the next phase.
+  live item (live length): each layer's attention is a `switch` over the block counts 1..T/block, so only the
+  attention is compiled once per count, the rest of the model once (per stage).
 - Idle rows cost nothing once few items are left: decoding runs in stages of decreasing width (S, S/2, S/4, S/8
   rows, at least MIN_WIDTH). Once every item is handed out and the busy slots fit a narrower width, the busy slots'
   state (keys, values, logits, steps) is moved once into that many rows, and the stage decodes them there, each row
