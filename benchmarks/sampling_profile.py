@@ -18,8 +18,6 @@ import functools
 import glob
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -81,12 +79,8 @@ def main() -> None:
   args = parser.parse_args()
   if args.compile_preset:
     return compile_times(args.compile_preset, args.new_tokens)
-  from mathft_jax.models.hf_import import load_hf_checkpoint
   tmp = tempfile.TemporaryDirectory()
-  model_dir = os.path.join(tmp.name, "model")
-  subprocess.run([sys.executable, "-c", bench._BUILD, model_dir, *args.model.split(","), args.dtype], check=True)
-  cfg, params = load_hf_checkpoint(model_dir)
-  cfg, params = cfg.__class__(**{**cfg.__dict__, "dtype": args.dtype}), jax.device_put(params)
+  cfg, params = bench.build_model(os.path.join(tmp.name, "model"), args.model, args.dtype)
   if args.ablate == "attention":
     slot_refill.shared_attention = lambda q, *a, **k: q
   elif args.ablate == "prompt":

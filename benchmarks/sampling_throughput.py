@@ -55,6 +55,15 @@ def math_lengths(count: int, cap: int, seed: int = 0) -> list[int]:
   return [int(min(cap, max(8, x))) for x in rng.choice(lengths, count)]
 
 
+def build_model(model_dir: str, model: str, dtype: str):
+  """(cfg, params): a random Llama of `model` (d_model,layers,heads,kv_heads,mlp,vocab) saved with save_pretrained
+  into model_dir by a child process, imported with our converter, in `dtype`, its params on the device."""
+  from mathft_jax.models.hf_import import load_hf_checkpoint
+  subprocess.run([sys.executable, "-c", _BUILD, model_dir, *model.split(","), dtype], check=True)
+  cfg, params = load_hf_checkpoint(model_dir)
+  return cfg.__class__(**{**cfg.__dict__, "dtype": dtype}), jax.device_put(params)
+
+
 def kv_bytes(cfg, engine: str, prompts: int, samples: int, prompt_len: int, new: int, slots: int = 0) -> int:
   """KV cache bytes of one call on one device, from the memory estimator the recipe's plan uses."""
   return estimate_sampling(cfg, MeshConfig(), 1, prompts, samples, prompt_len + new, engine=engine,
@@ -150,11 +159,7 @@ def main() -> None:
     cfg = preset(args.preset, {"dtype": args.dtype})
     params, args.no_peers = init_params(cfg, jax.random.PRNGKey(0)), True
   else:
-    subprocess.run([sys.executable, "-c", _BUILD, model_dir, *args.model.split(","), args.dtype], check=True)
-    from mathft_jax.models.hf_import import load_hf_checkpoint
-    cfg, params = load_hf_checkpoint(model_dir)
-    cfg = cfg.__class__(**{**cfg.__dict__, "dtype": args.dtype})
-    params = jax.device_put(params)
+    cfg, params = build_model(model_dir, args.model, args.dtype)
   use_vllm = not args.no_peers and os.path.exists(args.vllm_python)
   print(f"device {jax.devices()[0].device_kind}; {args.dtype}; model {args.preset or args.model}; "
         f"vLLM: {'yes' if use_vllm else 'no'}")
